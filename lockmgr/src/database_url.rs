@@ -1,0 +1,279 @@
+//! Database URL → backend, and keeping passwords out of every message.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// The environment variable read first by [`LockStore::from_env`](crate::LockStore::from_env).
+pub const LOCKMGR_DATABASE_URL: &str = "LOCKMGR_DATABASE_URL";
+/// The environment variable read when [`LOCKMGR_DATABASE_URL`] is not set.
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// The embedded default: a SQLite file in the current directory.
+pub const DEFAULT_SQLITE_PATH: &str = "lockmgr.sqlite3";
+
+/// Which database a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// PostgreSQL: the shared store for many hosts.
+    Postgres,
+    /// SQLite: the embedded default, for one host.
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// A parsed database URL: which backend, what to hand the driver, and how to show it.
+#[derive(Clone)]
+pub(crate) struct DatabaseUrl {
+    pub(crate) backend: Backend,
+    /// What the driver connects to: the URL for PostgreSQL, the path for SQLite.
+    pub(crate) target: String,
+    /// SQLite `:memory:`: every connection would see its own database, so the pool
+    /// keeps exactly one.
+    pub(crate) in_memory: bool,
+    /// The URL as given, with any password replaced by `***`.
+    pub(crate) masked: String,
+    /// The password, if any, to scrub from driver messages.
+    secret: Option<String>,
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked)
+    }
+}
+
+impl DatabaseUrl {
+    /// Parse a URL as the contract lays out:
+    /// `postgres://…` / `postgresql://…`, `sqlite://PATH`, `sqlite::memory:`, or a plain path.
+    pub(crate) fn parse(raw: &str) -> Result<DatabaseUrl> {
+        let masked = mask_password(raw);
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: masked.clone(),
+            reason: reason.to_string(),
+        };
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(invalid("the URL is empty"));
+        }
+        let lower = trimmed.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
+            if parsed.host_str().is_none_or(str::is_empty) && !has_query_host(&parsed) {
+                return Err(invalid("a PostgreSQL URL needs a host"));
+            }
+            let secret = parsed
+                .password()
+                .map(percent_decode)
+                .or_else(|| query_value(&parsed, "password"));
+            return Ok(DatabaseUrl {
+                backend: Backend::Postgres,
+                target: trimmed.to_string(),
+                in_memory: false,
+                masked,
+                secret,
+            });
+        }
+        let sqlite = |path: &str| -> Result<DatabaseUrl> {
+            if path.is_empty() {
+                return Err(invalid("a SQLite URL needs a file path"));
+            }
+            let in_memory = path == ":memory:";
+            Ok(DatabaseUrl {
+                backend: Backend::Sqlite,
+                target: path.to_string(),
+                in_memory,
+                masked: masked.clone(),
+                secret: None,
+            })
+        };
+        if let Some(rest) = strip_prefix_ci(trimmed, "sqlite://") {
+            return sqlite(rest);
+        }
+        if let Some(rest) = strip_prefix_ci(trimmed, "sqlite:") {
+            return sqlite(rest);
+        }
+        if let Some((scheme, _)) = trimmed.split_once("://") {
+            let supported = "use postgres://…, sqlite://PATH, sqlite::memory: or a file path";
+            return Err(invalid(&format!(
+                "unsupported scheme {scheme:?}: {supported}"
+            )));
+        }
+        sqlite(trimmed)
+    }
+
+    /// Remove the password from a driver's message, wherever it appears.
+    pub(crate) fn scrub(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
+            out = out.replace(secret, "***");
+        }
+        out
+    }
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+fn has_query_host(url: &url::Url) -> bool {
+    query_value(url, "host").is_some()
+}
+
+fn query_value(url: &url::Url, key: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| s.to_string())
+}
+
+/// Show a database URL with its password (in the user-info part or a `password=`
+/// query parameter) replaced by `***`. Works on malformed URLs too.
+///
+/// ```
+/// use lockmgr::mask_password;
+/// assert_eq!(mask_password("postgres://app:s3cret@db/locks"), "postgres://app:***@db/locks");
+/// assert_eq!(
+///     mask_password("postgres://db/locks?user=app&password=s3cret"),
+///     "postgres://db/locks?user=app&password=***"
+/// );
+/// assert_eq!(mask_password("locks.sqlite3"), "locks.sqlite3");
+/// ```
+pub fn mask_password(raw: &str) -> String {
+    let mut out = match raw.find("://") {
+        Some(scheme_end) => {
+            let rest_start = scheme_end + 3;
+            let rest = &raw[rest_start..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let authority = &rest[..authority_end];
+            match authority.rfind('@') {
+                Some(at) => {
+                    let userinfo = &authority[..at];
+                    match userinfo.find(':') {
+                        Some(colon) => format!(
+                            "{}{}:***{}",
+                            &raw[..rest_start],
+                            &userinfo[..colon],
+                            &rest[at..]
+                        ),
+                        None => raw.to_string(),
+                    }
+                }
+                None => raw.to_string(),
+            }
+        }
+        None => raw.to_string(),
+    };
+    // `password=` anywhere after a `?` or `&` (query parameters).
+    let mut search_from = 0;
+    while let Some(pos) = find_password_param(&out[search_from..]) {
+        let value_start = search_from + pos;
+        let value_end = out[value_start..]
+            .find(['&', '#'])
+            .map_or(out.len(), |e| value_start + e);
+        out.replace_range(value_start..value_end, "***");
+        search_from = value_start + 3;
+    }
+    out
+}
+
+/// Offset of the value of the first `password=` query parameter in `s`.
+fn find_password_param(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("password=") {
+        let at = from + pos;
+        if at > 0 && matches!(lower.as_bytes()[at - 1], b'?' | b'&') {
+            return Some(at + "password=".len());
+        }
+        from = at + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_backend() {
+        let pg = DatabaseUrl::parse("postgres://u:p@localhost:5432/db").unwrap();
+        assert_eq!(pg.backend, Backend::Postgres);
+        let pg = DatabaseUrl::parse("postgresql://localhost/db").unwrap();
+        assert_eq!(pg.backend, Backend::Postgres);
+        let file = DatabaseUrl::parse("sqlite://data/locks.db").unwrap();
+        assert_eq!(
+            (file.backend, file.target.as_str()),
+            (Backend::Sqlite, "data/locks.db")
+        );
+        let abs = DatabaseUrl::parse("sqlite:///tmp/locks.db").unwrap();
+        assert_eq!(abs.target, "/tmp/locks.db");
+        let mem = DatabaseUrl::parse("sqlite::memory:").unwrap();
+        assert!(mem.in_memory);
+        let plain = DatabaseUrl::parse("lockmgr.sqlite3").unwrap();
+        assert_eq!(
+            (plain.backend, plain.target.as_str()),
+            (Backend::Sqlite, "lockmgr.sqlite3")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_leaking_the_password() {
+        for bad in [
+            "",
+            "  ",
+            "redis://u:hunter2@host/0",
+            "postgres://u:hunter2@[bad/db",
+            "sqlite://",
+        ] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_password("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            mask_password("postgres://u:a@b@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            mask_password("postgres://h/db?password=x&sslmode=require&PASSWORD=y"),
+            "postgres://h/db?password=***&sslmode=require&PASSWORD=***"
+        );
+        assert_eq!(
+            mask_password("postgres://u:secret@[::1"),
+            "postgres://u:***@[::1"
+        );
+    }
+
+    #[test]
+    fn scrubs_decoded_password() {
+        let url = DatabaseUrl::parse("postgres://u:p%40ss@h/db").unwrap();
+        assert_eq!(url.scrub("auth failed for p@ss"), "auth failed for ***");
+        let url = DatabaseUrl::parse("postgres://h/db?password=topsecret").unwrap();
+        assert_eq!(url.scrub("topsecret!"), "***!");
+    }
+}

@@ -1,0 +1,89 @@
+//! The one place for backend-specific SQL.
+//!
+//! Every lock statement differs a little between databases (how to say "now", how to
+//! hand out fences, how to add seconds to a time), so each backend implements
+//! [`LockConn`] over its own diesel connection and the store above it is written once,
+//! against `&mut dyn LockConn`. Adding a backend means one more file here and one more
+//! pool variant in [`crate::conn`].
+//!
+//! Each method is one statement (one round trip) unless its doc says otherwise.
+
+mod postgres;
+mod sqlite;
+mod stmt;
+
+use crate::error::Result;
+use crate::model::LockRow;
+use diesel::QueryResult;
+
+/// Take a lock: insert its row, or take over the row if it has expired.
+pub(crate) struct AcquireRequest<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) owner: &'a str,
+    pub(crate) locked_by: &'a str,
+    pub(crate) lock_process: Option<i64>,
+    /// Microseconds from the database's now; `None`: never expires.
+    pub(crate) expires_us: Option<i64>,
+}
+
+/// Extend a lock's expiry.
+pub(crate) struct RenewRequest<'a> {
+    pub(crate) name: &'a str,
+    /// `Some`: only the row of that acquisition; `None`: whoever holds it.
+    pub(crate) owner: Option<&'a str>,
+    /// Microseconds; `None`: make it never expire.
+    pub(crate) expires_us: Option<i64>,
+    /// Add to the current expiry (counted from now if that has passed) instead of
+    /// setting it to now + expires; without it, an expiry is never shortened.
+    pub(crate) add_time: bool,
+}
+
+/// The lock statements of one backend, on one connection.
+pub(crate) trait LockConn {
+    /// Insert the row, or take over an expired one, atomically. `None` when a live
+    /// row is in the way.
+    fn acquire(&mut self, req: &AcquireRequest<'_>) -> QueryResult<Option<LockRow>>;
+
+    /// The row of `name`, live or expired.
+    fn find(&mut self, name: &str) -> QueryResult<Option<LockRow>>;
+
+    /// Delete the row of `name` (only if it carries `owner`, when given). Whether a
+    /// row went away.
+    fn release(&mut self, name: &str, owner: Option<&str>) -> QueryResult<bool>;
+
+    /// Delete the row of `name` only if it has expired. Whether a row went away.
+    fn release_if_expired(&mut self, name: &str) -> QueryResult<bool>;
+
+    /// Whether `name` has a live row.
+    fn is_locked(&mut self, name: &str) -> QueryResult<bool>;
+
+    /// Every live row, by name.
+    fn list_live(&mut self) -> QueryResult<Vec<LockRow>>;
+
+    /// Delete expired rows; how many.
+    fn clean_expired(&mut self) -> QueryResult<usize>;
+
+    /// Delete every row; how many.
+    fn delete_all(&mut self) -> QueryResult<usize>;
+
+    /// Extend the expiry of a row; `None` when no row matched.
+    fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>>;
+
+    /// Run `body` in one transaction that holds the write lock from its first
+    /// statement (PostgreSQL: row locks as it goes; SQLite: `BEGIN IMMEDIATE`).
+    fn in_transaction(
+        &mut self,
+        body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
+    ) -> Result<()>;
+
+    /// Apply the embedded migrations, serialized against other processes doing the
+    /// same. The versions applied now.
+    fn migrate(&mut self) -> std::result::Result<Vec<String>, crate::migrate::MigrationError>;
+}
+
+/// Clamp a duration to what every backend can add to "now" (100 years), in microseconds.
+pub(crate) fn expiry_micros(expires: Option<std::time::Duration>) -> Option<i64> {
+    const MAX_US: u128 = 100 * 365 * 24 * 3600 * 1_000_000;
+    let expires = expires.filter(|d| !d.is_zero())?;
+    Some(expires.as_micros().min(MAX_US) as i64)
+}

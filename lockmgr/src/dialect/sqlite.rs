@@ -1,0 +1,207 @@
+//! SQLite: times are UTC text `YYYY-MM-DD HH:MM:SS.SSS` and "now" is
+//! `strftime(…, 'now')` — the clock of the process running the statement. Fences come
+//! from the one-row table `lockmgr_fence`, moved forward by triggers.
+//!
+//! Every write is a single statement or runs in `BEGIN IMMEDIATE`, so a writer waits
+//! for the write lock (`busy_timeout`) instead of failing with "database is locked".
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sqlite::SqliteConnection;
+use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
+
+use super::stmt::Stmt;
+use super::{AcquireRequest, LockConn, RenewRequest};
+use crate::error::Result;
+use crate::migrate::MigrationError;
+use crate::model::LockRow;
+
+const COLUMNS: &str = " name, owner, locked_by, lock_process, locked_until, created_at, \
+     updated_at, fence, strftime('%Y-%m-%d %H:%M:%f', 'now') AS db_now";
+
+const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+const LIVE: &str = " (locked_until IS NULL OR locked_until > strftime('%Y-%m-%d %H:%M:%f', 'now'))";
+
+#[derive(QueryableByName)]
+struct SqliteRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    owner: String,
+    #[diesel(sql_type = Text)]
+    locked_by: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lock_process: Option<i64>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    locked_until: Option<NaiveDateTime>,
+    #[diesel(sql_type = Timestamp)]
+    created_at: NaiveDateTime,
+    #[diesel(sql_type = Timestamp)]
+    updated_at: NaiveDateTime,
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+    #[diesel(sql_type = Timestamp)]
+    db_now: NaiveDateTime,
+}
+
+impl From<SqliteRow> for LockRow {
+    fn from(r: SqliteRow) -> LockRow {
+        let utc = |t: NaiveDateTime| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc);
+        LockRow {
+            name: r.name,
+            owner: r.owner,
+            locked_by: r.locked_by,
+            lock_process: r.lock_process,
+            locked_until: r.locked_until.map(utc),
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+            fence: r.fence,
+            db_now: utc(r.db_now),
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    value: bool,
+}
+
+fn one(stmt: Stmt<'_>, conn: &mut SqliteConnection) -> QueryResult<Option<LockRow>> {
+    Ok(stmt
+        .get_result::<SqliteRow>(conn)
+        .optional()?
+        .map(LockRow::from))
+}
+
+impl LockConn for SqliteConnection {
+    fn acquire(&mut self, req: &AcquireRequest<'_>) -> QueryResult<Option<LockRow>> {
+        // One statement, so it takes the write lock before it reads: an insert, or a
+        // take-over of an expired row. A live row makes it return nothing.
+        let stmt = Stmt::new(
+            "INSERT INTO lockmgr_lock \
+             (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence) \
+             VALUES (",
+        )
+        .bind_text(req.name)
+        .sql(", ")
+        .bind_text(req.owner)
+        .sql(", ")
+        .bind_text(req.locked_by)
+        .sql(", ")
+        .bind_opt_bigint(req.lock_process)
+        .sql(", CASE WHEN ")
+        .bind_opt_bigint(req.expires_us)
+        .sql(" IS NULL THEN NULL ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%.6f seconds', ")
+        .bind_opt_bigint(req.expires_us)
+        .sql(
+            " / 1000000.0)) END, strftime('%Y-%m-%d %H:%M:%f', 'now'), \
+             strftime('%Y-%m-%d %H:%M:%f', 'now'), \
+             (SELECT value + 1 FROM lockmgr_fence WHERE id = 1)) \
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+             locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
+             locked_until = excluded.locked_until, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, fence = excluded.fence \
+             WHERE lockmgr_lock.locked_until <= strftime('%Y-%m-%d %H:%M:%f', 'now') RETURNING",
+        )
+        .sql(COLUMNS);
+        one(stmt, self)
+    }
+
+    fn find(&mut self, name: &str) -> QueryResult<Option<LockRow>> {
+        let stmt = Stmt::new("SELECT")
+            .sql(COLUMNS)
+            .sql(" FROM lockmgr_lock WHERE name = ")
+            .bind_text(name);
+        one(stmt, self)
+    }
+
+    fn release(&mut self, name: &str, owner: Option<&str>) -> QueryResult<bool> {
+        let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(name);
+        let stmt = match owner {
+            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
+            None => stmt,
+        };
+        Ok(stmt.execute(self)? > 0)
+    }
+
+    fn release_if_expired(&mut self, name: &str) -> QueryResult<bool> {
+        let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ")
+            .bind_text(name)
+            .sql(" AND locked_until <= ")
+            .sql(NOW);
+        Ok(stmt.execute(self)? > 0)
+    }
+
+    fn is_locked(&mut self, name: &str) -> QueryResult<bool> {
+        let stmt = Stmt::new("SELECT EXISTS (SELECT 1 FROM lockmgr_lock WHERE name = ")
+            .bind_text(name)
+            .sql(" AND")
+            .sql(LIVE)
+            .sql(") AS value");
+        Ok(stmt.get_result::<Flag>(self)?.value)
+    }
+
+    fn list_live(&mut self) -> QueryResult<Vec<LockRow>> {
+        let stmt = Stmt::new("SELECT")
+            .sql(COLUMNS)
+            .sql(" FROM lockmgr_lock WHERE")
+            .sql(LIVE)
+            .sql(" ORDER BY name");
+        Ok(stmt
+            .load::<SqliteRow>(self)?
+            .into_iter()
+            .map(LockRow::from)
+            .collect())
+    }
+
+    fn clean_expired(&mut self) -> QueryResult<usize> {
+        Stmt::new("DELETE FROM lockmgr_lock WHERE locked_until <= ")
+            .sql(NOW)
+            .execute(self)
+    }
+
+    fn delete_all(&mut self) -> QueryResult<usize> {
+        Stmt::new("DELETE FROM lockmgr_lock").execute(self)
+    }
+
+    fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>> {
+        let stmt = Stmt::new("UPDATE lockmgr_lock SET locked_until = CASE WHEN ")
+            .bind_opt_bigint(req.expires_us)
+            .sql(" IS NULL OR locked_until IS NULL THEN NULL WHEN ")
+            .bind_bool(req.add_time)
+            .sql(
+                " THEN strftime('%Y-%m-%d %H:%M:%f', \
+                 max(locked_until, strftime('%Y-%m-%d %H:%M:%f', 'now')), printf('%.6f seconds', ",
+            )
+            .bind_opt_bigint(req.expires_us)
+            .sql(
+                " / 1000000.0)) ELSE max(locked_until, \
+                 strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%.6f seconds', ",
+            )
+            .bind_opt_bigint(req.expires_us)
+            .sql(" / 1000000.0))) END, updated_at = ")
+            .sql(NOW)
+            .sql(" WHERE name = ")
+            .bind_text(req.name);
+        let stmt = match req.owner {
+            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
+            None => stmt,
+        };
+        one(stmt.sql(" RETURNING").sql(COLUMNS), self)
+    }
+
+    fn in_transaction(
+        &mut self,
+        body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
+    ) -> Result<()> {
+        self.immediate_transaction(|conn| body(conn))
+    }
+
+    fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {
+        // BEGIN IMMEDIATE: processes that open a fresh file at the same moment migrate
+        // one after the other; the later ones find nothing to do.
+        self.immediate_transaction(|conn| crate::migrate::run(conn, crate::migrate::SQLITE))
+    }
+}

@@ -1,0 +1,136 @@
+//! [`LockGuard`]: holds locks and releases them on every way out.
+
+use std::time::Duration;
+
+use crate::builder::GuardSettings;
+use crate::error::{Error, Result};
+use crate::model::Lock;
+use crate::store::{locked_error, LockStore};
+
+/// The default of [`LockGuard::renew`]: 120 seconds more, as django-lockmgr.
+pub const DEFAULT_RENEW: Duration = Duration::from_secs(120);
+
+/// Holds a main lock, and any extra locks taken with [`lock`](LockGuard::lock), until it
+/// is dropped or [`unlock`](LockGuard::unlock)ed.
+///
+/// Release is owner-checked: if a lock expired and someone else took it, dropping the
+/// guard leaves the new holder's lock alone. Dropping also releases during a panic.
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard {
+    store: LockStore,
+    main: Lock,
+    extra: Vec<Lock>,
+    settings: GuardSettings,
+    released: bool,
+}
+
+impl LockGuard {
+    pub(crate) fn new(store: LockStore, main: Lock, settings: GuardSettings) -> Self {
+        LockGuard {
+            store,
+            main,
+            extra: Vec::new(),
+            settings,
+            released: false,
+        }
+    }
+
+    /// The main lock, as last acquired or renewed.
+    pub fn main_lock(&self) -> &Lock {
+        &self.main
+    }
+
+    /// The main lock's name.
+    pub fn name(&self) -> &str {
+        &self.main.name
+    }
+
+    /// The main lock's fencing token: pass it to the resource you protect, which can
+    /// then refuse writes carrying a smaller one.
+    pub fn fence(&self) -> i64 {
+        self.main.fence
+    }
+
+    /// The store the locks live in.
+    pub fn store(&self) -> &LockStore {
+        &self.store
+    }
+
+    /// The extra locks taken with [`lock`](LockGuard::lock), oldest first.
+    pub fn extra_locks(&self) -> &[Lock] {
+        &self.extra
+    }
+
+    /// Whether [`unlock`](LockGuard::unlock) has already released everything.
+    pub fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// Take one more lock, with the same expiry as the main one, held until this guard
+    /// is released. Fails at once with [`Error::Locked`] when it is held elsewhere.
+    pub fn lock(&mut self, name: &str) -> Result<&Lock> {
+        if self.released {
+            return Err(self.released_error());
+        }
+        let lock = self
+            .store
+            .acquire_once(&self.settings.spec(name))?
+            .map_err(|holder| locked_error(&holder))?;
+        self.extra.push(lock);
+        Ok(self.extra.last().expect("just pushed"))
+    }
+
+    /// Add [`DEFAULT_RENEW`] (120 s) to the main lock; re-take it if it has expired and
+    /// is gone. Fails with [`Error::Locked`] if someone else took it meanwhile.
+    pub fn renew(&mut self) -> Result<&Lock> {
+        self.renew_with(Some(DEFAULT_RENEW), true, true)
+    }
+
+    /// Renew the main lock as [`LockStore::renew_lock`] does (owner-checked); with
+    /// `create`, a main lock that is gone is taken anew (a new fence).
+    pub fn renew_with(
+        &mut self,
+        expires: Option<Duration>,
+        add_time: bool,
+        create: bool,
+    ) -> Result<&Lock> {
+        if self.released {
+            return Err(self.released_error());
+        }
+        self.main = self
+            .store
+            .renew_lock(&self.main, expires, add_time, create)?;
+        Ok(&self.main)
+    }
+
+    /// Release every lock this guard holds now, reporting the first failure (a drop
+    /// does the same but can only log failures). Releasing twice is fine.
+    pub fn unlock(&mut self) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let mut first_error = None;
+        for lock in self.extra.iter().rev().chain(std::iter::once(&self.main)) {
+            if let Err(err) = self.store.unlock(lock) {
+                tracing::warn!(name = %lock.name, fence = lock.fence, error = %err, "lockmgr: release failed");
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn released_error(&self) -> Error {
+        Error::LockNotFound {
+            name: self.main.name.clone(),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // Failures are logged in unlock(); a destructor cannot report them.
+        let _ = self.unlock();
+    }
+}

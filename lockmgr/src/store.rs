@@ -1,0 +1,604 @@
+//! [`LockStore`]: the lock operations over one database.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::builder::LockMgr;
+use crate::conn::{Pool, PoolOptions};
+use crate::database_url::{
+    Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+};
+use crate::dialect::{expiry_micros, AcquireRequest, LockConn, RenewRequest};
+use crate::error::{Error, Result};
+use crate::model::{Lock, LockRow};
+use crate::name::validate_name;
+use crate::set_lock::{SetLockAction, SetLockReport, SetLockStatus};
+
+/// A handle on the locks of one database: cheap to clone, safe to share between
+/// threads (`Clone + Send + Sync`), backed by a connection pool.
+///
+/// The table is created on first use. Every expiry decision is made by the database's
+/// clock inside the statement that acts on it (PostgreSQL: the server's `now()`;
+/// SQLite: the clock of the process running the statement, as SQLite has no server).
+///
+/// ```
+/// use std::time::Duration;
+/// use lockmgr::LockStore;
+///
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("locks.sqlite3");
+/// let store = LockStore::open(path.to_str().unwrap())?; // or "postgres://…"
+/// let lock = store.get_lock("job:42", Some(Duration::from_secs(60)))?;
+/// assert!(store.is_locked("job:42")?);
+/// assert!(store.get_lock("job:42", None).unwrap_err().is_locked());
+/// assert!(store.unlock(&lock)?);
+/// assert!(!store.is_locked("job:42")?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LockStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: DatabaseUrl,
+    pool: Pool,
+    locked_by: String,
+}
+
+impl fmt::Debug for LockStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockStore")
+            .field("url", &self.inner.url.masked)
+            .field("backend", &self.inner.url.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to release or renew: a [`Lock`] you acquired (owner-checked: only while the row
+/// still belongs to that acquisition) or a bare name (whoever holds it: for admins).
+#[derive(Debug, Clone, Copy)]
+pub enum LockRef<'a> {
+    /// Any holder of this name.
+    Name(&'a str),
+    /// Only this acquisition.
+    Lock(&'a Lock),
+}
+
+impl<'a> LockRef<'a> {
+    /// The lock name referred to.
+    pub fn name(&self) -> &'a str {
+        match self {
+            LockRef::Name(name) => name,
+            LockRef::Lock(lock) => &lock.name,
+        }
+    }
+
+    fn owner(&self) -> Option<&'a str> {
+        match self {
+            LockRef::Name(_) => None,
+            LockRef::Lock(lock) => Some(&lock.owner),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for LockRef<'a> {
+    fn from(name: &'a str) -> Self {
+        LockRef::Name(name)
+    }
+}
+
+impl<'a> From<&'a String> for LockRef<'a> {
+    fn from(name: &'a String) -> Self {
+        LockRef::Name(name)
+    }
+}
+
+impl<'a> From<&'a Lock> for LockRef<'a> {
+    fn from(lock: &'a Lock) -> Self {
+        LockRef::Lock(lock)
+    }
+}
+
+/// Opens a [`LockStore`] with settings other than the defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let url = dir.path().join("locks.sqlite3").to_str().unwrap().to_string();
+/// let store = lockmgr::LockStore::builder(&url)
+///     .pool_size(4)
+///     .connection_timeout(Duration::from_secs(2))
+///     .locked_by("worker-7")
+///     .open()?;
+/// assert_eq!(store.get_lock("a", None)?.locked_by, "worker-7");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .open() is called"]
+pub struct LockStoreBuilder {
+    url: String,
+    options: PoolOptions,
+    locked_by: Option<String>,
+    migrate: bool,
+}
+
+impl LockStoreBuilder {
+    /// Most connections the pool keeps open (default 10; always 1 for `sqlite::memory:`).
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.options.max_size = size.max(1);
+        self
+    }
+
+    /// How long an operation waits for a pooled connection (or a new one) before it
+    /// fails (default 5 s).
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connection_timeout = timeout;
+        self
+    }
+
+    /// SQLite only: how long a writer waits for another process's write to finish
+    /// (`PRAGMA busy_timeout`, default 30 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.options.busy_timeout = timeout;
+        self
+    }
+
+    /// The `locked_by` written on locks taken through this store (default: the host name).
+    pub fn locked_by(mut self, locked_by: impl Into<String>) -> Self {
+        self.locked_by = Some(locked_by.into());
+        self
+    }
+
+    /// Whether opening applies the embedded migrations (default `true`). Turn it off
+    /// when the table is managed elsewhere or the role may not create tables.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// Connect (failing now if the database cannot be reached), create or upgrade the
+    /// table, and return the store.
+    pub fn open(self) -> Result<LockStore> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
+        if !applied.is_empty() {
+            tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
+        }
+        let locked_by = self.locked_by.unwrap_or_else(default_locked_by);
+        Ok(LockStore {
+            inner: Arc::new(Inner {
+                url,
+                pool,
+                locked_by,
+            }),
+        })
+    }
+}
+
+/// The host name, which is what `locked_by` says unless told otherwise.
+pub(crate) fn default_locked_by() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A fresh random owner token for one acquisition.
+fn new_owner_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who takes a lock and for how long; see [`LockStore::acquire_once`].
+pub(crate) struct AcquireSpec<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) expires: Option<Duration>,
+    pub(crate) locked_by: Option<&'a str>,
+    pub(crate) lock_process: Option<i64>,
+}
+
+impl LockStore {
+    /// Open the store at `url` with default settings: `postgres://…` /
+    /// `postgresql://…` for PostgreSQL; `sqlite://PATH`, `sqlite::memory:` or a plain
+    /// file path for SQLite. Creates the lock table if it is missing.
+    pub fn open(url: &str) -> Result<LockStore> {
+        LockStore::builder(url).open()
+    }
+
+    /// Settings beyond the defaults; see [`LockStoreBuilder`].
+    pub fn builder(url: &str) -> LockStoreBuilder {
+        LockStoreBuilder {
+            url: url.to_string(),
+            options: PoolOptions::default(),
+            locked_by: None,
+            migrate: true,
+        }
+    }
+
+    /// Open the store named by the environment: `LOCKMGR_DATABASE_URL`, else
+    /// `DATABASE_URL`, else the SQLite file `lockmgr.sqlite3` in the current directory.
+    pub fn from_env() -> Result<LockStore> {
+        LockStore::open(&url_from_env())
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        self.inner.url.backend
+    }
+
+    /// The store's URL with any password masked.
+    pub fn url(&self) -> &str {
+        &self.inner.url.masked
+    }
+
+    /// The `locked_by` this store writes on the locks it takes.
+    pub fn locked_by(&self) -> &str {
+        &self.inner.locked_by
+    }
+
+    /// Apply the embedded migrations now; the versions applied (empty when the table
+    /// was up to date).
+    pub fn migrate(&self) -> Result<Vec<String>> {
+        let url = &self.inner.url;
+        self.with_conn(|conn| {
+            conn.migrate()
+                .map_err(|e| crate::conn::migration_error(url, &e.to_string()))
+        })
+    }
+
+    /// Take the lock `name` for `expires` (`None` or zero: never expires), or fail at
+    /// once with [`Error::Locked`] when someone else holds it. An expired lock is taken
+    /// over. One statement on the database in the common case.
+    pub fn get_lock(&self, name: &str, expires: Option<Duration>) -> Result<Lock> {
+        self.acquire_once(&AcquireSpec {
+            name,
+            expires,
+            locked_by: None,
+            lock_process: Some(i64::from(std::process::id())),
+        })?
+        .map_err(|holder| locked_error(&holder))
+    }
+
+    /// Release a lock. By [`Lock`]: only if the row still belongs to that acquisition;
+    /// by name: whoever holds it. Whether a row went away; releasing twice is fine.
+    pub fn unlock<'a>(&self, target: impl Into<LockRef<'a>>) -> Result<bool> {
+        let target = target.into();
+        validate_name(target.name())?;
+        let released = self.with_conn(|conn| Ok(conn.release(target.name(), target.owner())?))?;
+        tracing::debug!(name = target.name(), released, "lockmgr: release");
+        Ok(released)
+    }
+
+    /// Release `name` only if its lock has expired (a stale row); whether a row went away.
+    pub fn unlock_if_expired(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        self.with_conn(|conn| Ok(conn.release_if_expired(name)?))
+    }
+
+    /// Release exactly these acquisitions (owner-checked, in one transaction): a lock
+    /// taken or re-taken since `locks` was read is left alone. How many went.
+    ///
+    /// This is how to delete "what was listed": read [`list_locks`](LockStore::list_locks),
+    /// show it, then pass the same list here.
+    pub fn unlock_all(&self, locks: &[Lock]) -> Result<usize> {
+        let mut released = 0;
+        self.with_conn(|conn| {
+            conn.in_transaction(&mut |conn| {
+                released = 0;
+                for lock in locks {
+                    released += usize::from(conn.release(&lock.name, Some(&lock.owner))?);
+                }
+                Ok(())
+            })
+        })?;
+        Ok(released)
+    }
+
+    /// Whether `name` is held (by anyone) and has not expired.
+    pub fn is_locked(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        self.with_conn(|conn| Ok(conn.is_locked(name)?))
+    }
+
+    /// The lock `name` if it is held and has not expired.
+    pub fn find_lock(&self, name: &str) -> Result<Option<Lock>> {
+        validate_name(name)?;
+        let row = self.with_conn(|conn| Ok(conn.find(name)?))?;
+        Ok(row
+            .filter(|row| !row_expired(row))
+            .map(|row| Lock::from_row(row, Instant::now())))
+    }
+
+    /// Every live (unexpired) lock, by name.
+    pub fn list_locks(&self) -> Result<Vec<Lock>> {
+        let rows = self.with_conn(|conn| Ok(conn.list_live()?))?;
+        let now = Instant::now();
+        Ok(rows
+            .into_iter()
+            .map(|row| Lock::from_row(row, now))
+            .collect())
+    }
+
+    /// Delete every expired lock; how many went. Locks that never expire stay.
+    pub fn clean_locks(&self) -> Result<usize> {
+        self.with_conn(|conn| Ok(conn.clean_expired()?))
+    }
+
+    /// Delete every lock, live or not; how many went.
+    pub fn reset_locks(&self) -> Result<usize> {
+        self.with_conn(|conn| Ok(conn.delete_all()?))
+    }
+
+    /// Extend a lock, as django-lockmgr's `renew_lock`:
+    ///
+    /// - `add_time`: add `expires` to the current expiry (counted from now if that has
+    ///   already passed); otherwise set the expiry to now + `expires`, but never
+    ///   shorten it.
+    /// - `expires` `None` (or zero) makes the lock never expire; a lock that never
+    ///   expires stays so.
+    /// - By [`Lock`], only that acquisition's row is renewed; by name, whoever holds it.
+    /// - When there is nothing to renew: with `create`, the lock is taken anew
+    ///   ([`get_lock`](LockStore::get_lock), which fails with [`Error::Locked`] if
+    ///   someone else holds it); without, [`Error::LockNotFound`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// let lock = store.get_lock("sync", Some(Duration::from_secs(20)))?;
+    /// let lock = store.renew_lock(&lock, Some(Duration::from_secs(60)), false, false)?;
+    /// assert!(lock.expires_seconds().unwrap() >= 50);
+    /// # Ok(()) }
+    /// ```
+    pub fn renew_lock<'a>(
+        &self,
+        lock: impl Into<LockRef<'a>>,
+        expires: Option<Duration>,
+        add_time: bool,
+        create: bool,
+    ) -> Result<Lock> {
+        let target = lock.into();
+        let name = target.name();
+        validate_name(name)?;
+        let request = RenewRequest {
+            name,
+            owner: target.owner(),
+            expires_us: expiry_micros(expires),
+            add_time,
+        };
+        match self.with_conn(|conn| Ok(conn.renew(&request)?))? {
+            Some(row) => {
+                let lock = Lock::from_row(row, Instant::now());
+                tracing::debug!(name, fence = lock.fence, until = ?lock.locked_until, "lockmgr: renewed");
+                Ok(lock)
+            }
+            None if create => self.get_lock(name, expires),
+            None => Err(Error::LockNotFound {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Create or renew many locks in one transaction, as django-lockmgr's `set_lock`
+    /// command.
+    ///
+    /// For each name (duplicates count once): a free (or expired) name is locked when
+    /// `create` is true, else skipped; a held name is renewed to now + `timeout` (never
+    /// shortened) when `renew` is true, else skipped. `timeout` `None` means never
+    /// expires. With `fail`, the first held name aborts the call: nothing it did is
+    /// kept, and the error is [`Error::LockFail`] naming that lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// store.get_lock("b", None)?;
+    /// let report = store.set_lock(["a", "b"], Some(Duration::from_secs(60)), false, true, true)?;
+    /// assert_eq!((report.created, report.renewed), (1, 1));
+    ///
+    /// let err = store.set_lock(["c", "b"], None, true, true, true).unwrap_err();
+    /// assert!(matches!(err, lockmgr::Error::LockFail { ref name, .. } if name == "b"));
+    /// assert!(!store.is_locked("c")?); // nothing of the failed call was kept
+    /// # Ok(()) }
+    /// ```
+    pub fn set_lock<I, S>(
+        &self,
+        names: I,
+        timeout: Option<Duration>,
+        fail: bool,
+        renew: bool,
+        create: bool,
+    ) -> Result<SetLockReport>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut unique: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.as_ref();
+            validate_name(name)?;
+            if !unique.iter().any(|n| n == name) {
+                unique.push(name.to_string());
+            }
+        }
+        // Rows are locked in name order, so two concurrent calls cannot deadlock.
+        let mut order: Vec<usize> = (0..unique.len()).collect();
+        order.sort_by(|&a, &b| unique[a].cmp(&unique[b]));
+
+        let expires_us = expiry_micros(timeout);
+        let locked_by = self.inner.locked_by.as_str();
+        let pid = Some(i64::from(std::process::id()));
+        let mut statuses: Vec<Option<SetLockStatus>> = Vec::new();
+        self.with_conn(|conn| {
+            conn.in_transaction(&mut |conn| {
+                statuses = (0..unique.len()).map(|_| None).collect();
+                for &index in &order {
+                    let name = unique[index].as_str();
+                    let status =
+                        set_one(conn, name, locked_by, pid, expires_us, fail, renew, create)?;
+                    statuses[index] = Some(status);
+                }
+                Ok(())
+            })
+        })?;
+        Ok(SetLockReport::from_statuses(
+            statuses.into_iter().flatten().collect(),
+        ))
+    }
+
+    /// A builder for a guarded acquisition of `name` (expiry, waiting, extra locks);
+    /// see [`LockMgr`].
+    pub fn lock_mgr(&self, name: impl Into<String>) -> LockMgr {
+        LockMgr::new(self.clone(), name.into())
+    }
+
+    /// One acquisition attempt: `Ok(Ok(lock))` when taken, `Ok(Err(holder))` when a live
+    /// lock is in the way.
+    pub(crate) fn acquire_once(
+        &self,
+        spec: &AcquireSpec<'_>,
+    ) -> Result<std::result::Result<Lock, Lock>> {
+        validate_name(spec.name)?;
+        let owner = new_owner_token();
+        let request = AcquireRequest {
+            name: spec.name,
+            owner: &owner,
+            locked_by: spec.locked_by.unwrap_or(&self.inner.locked_by),
+            lock_process: spec.lock_process,
+            expires_us: expiry_micros(spec.expires),
+        };
+        let outcome = self.with_conn(|conn| {
+            // The insert either takes the lock or finds a live row in its way; the
+            // holder is read only on that losing path. If the holder is gone (or has
+            // expired) by the time it is read, try again.
+            for _ in 0..16 {
+                if let Some(row) = conn.acquire(&request)? {
+                    return Ok(Ok(row));
+                }
+                if let Some(row) = conn.find(spec.name)? {
+                    if !row_expired(&row) {
+                        return Ok(Err(row));
+                    }
+                }
+            }
+            Err(Error::Locked {
+                name: spec.name.to_string(),
+                locked_by: "(changing hands)".to_string(),
+                lock_process: None,
+                locked_until: None,
+            })
+        })?;
+        let now = Instant::now();
+        Ok(match outcome {
+            Ok(row) => {
+                let lock = Lock::from_row(row, now);
+                tracing::debug!(name = spec.name, fence = lock.fence, until = ?lock.locked_until, "lockmgr: acquired");
+                Ok(lock)
+            }
+            Err(row) => Err(Lock::from_row(row, now)),
+        })
+    }
+
+    fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {
+        self.inner.pool.with_conn(&self.inner.url, f)
+    }
+}
+
+/// The URL [`LockStore::from_env`] opens.
+pub(crate) fn url_from_env() -> String {
+    [LOCKMGR_DATABASE_URL, DATABASE_URL]
+        .iter()
+        .filter_map(|key| std::env::var(key).ok())
+        .find(|value| !value.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_string())
+}
+
+fn row_expired(row: &LockRow) -> bool {
+    row.locked_until.is_some_and(|until| until <= row.db_now)
+}
+
+/// [`Error::Locked`] describing `holder`.
+pub(crate) fn locked_error(holder: &Lock) -> Error {
+    Error::Locked {
+        name: holder.name.clone(),
+        locked_by: holder.locked_by.clone(),
+        lock_process: holder.lock_process,
+        locked_until: holder.locked_until,
+    }
+}
+
+/// One name of a `set_lock` call, inside its transaction.
+#[allow(clippy::too_many_arguments)]
+fn set_one(
+    conn: &mut dyn LockConn,
+    name: &str,
+    locked_by: &str,
+    lock_process: Option<i64>,
+    expires_us: Option<i64>,
+    fail: bool,
+    renew: bool,
+    create: bool,
+) -> Result<SetLockStatus> {
+    let owner = new_owner_token();
+    let now = Instant::now();
+    loop {
+        if create {
+            let request = AcquireRequest {
+                name,
+                owner: &owner,
+                locked_by,
+                lock_process,
+                expires_us,
+            };
+            if let Some(row) = conn.acquire(&request)? {
+                return Ok(SetLockStatus::new(
+                    name,
+                    false,
+                    SetLockAction::Create,
+                    Some(Lock::from_row(row, now)),
+                ));
+            }
+        }
+        let existing = conn.find(name)?.filter(|row| !row_expired(row));
+        let Some(existing) = existing else {
+            if create {
+                continue; // the holder let go between the two statements: take it
+            }
+            return Ok(SetLockStatus::new(name, false, SetLockAction::Skip, None));
+        };
+        if fail {
+            return Err(Error::LockFail {
+                name: existing.name,
+                locked_by: existing.locked_by,
+                locked_until: existing.locked_until,
+            });
+        }
+        if !renew {
+            let lock = Lock::from_row(existing, now);
+            return Ok(SetLockStatus::new(
+                name,
+                true,
+                SetLockAction::Skip,
+                Some(lock),
+            ));
+        }
+        let request = RenewRequest {
+            name,
+            owner: None,
+            expires_us,
+            add_time: false,
+        };
+        if let Some(row) = conn.renew(&request)? {
+            return Ok(SetLockStatus::new(
+                name,
+                true,
+                SetLockAction::Extend,
+                Some(Lock::from_row(row, now)),
+            ));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE lockmgr_lock;
+DROP SEQUENCE lockmgr_lock_fence_seq;

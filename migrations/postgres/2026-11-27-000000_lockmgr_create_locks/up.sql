@@ -1,0 +1,22 @@
+-- lockmgr: one row per held lock. See lockmgr/src/dialect/postgres.rs for the
+-- statements that read and write it.
+
+-- Fencing tokens: every acquisition takes the next value, so a later holder of
+-- any lock always carries a larger `fence` than an earlier one.
+CREATE SEQUENCE lockmgr_lock_fence_seq AS BIGINT;
+
+CREATE TABLE lockmgr_lock (
+    -- 1 to 255 bytes; the library refuses anything else before it gets here.
+    name         TEXT PRIMARY KEY CHECK (octet_length(name) BETWEEN 1 AND 255),
+    -- A random token minted for each acquisition: owner-checked release and
+    -- renewal compare it, so a holder whose lock expired and was taken over
+    -- cannot touch the new holder's row.
+    owner        TEXT NOT NULL,
+    locked_by    TEXT NOT NULL,
+    lock_process BIGINT,
+    -- NULL: never expires.
+    locked_until TIMESTAMPTZ,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    fence        BIGINT NOT NULL DEFAULT nextval('lockmgr_lock_fence_seq')
+);

@@ -1,0 +1,381 @@
+//! The test kit shared by the workspace's integration tests, examples and benchmarks:
+//! throwaway PostgreSQL clusters and temp SQLite files, so that every test runs against
+//! a real database.
+//!
+//! A PostgreSQL cluster is `initdb`-ed in a temp dir and started on a free loopback
+//! port (as the `postgres` user when running as root). One cluster serves a whole test
+//! binary; each test gets a database of its own. A watchdog process stops the cluster
+//! and removes its files once the test process has exited, however it exited.
+//!
+//! If the cluster cannot be started, the tests that need it panic with the reason:
+//! a PostgreSQL test is never silently skipped.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::chown;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use lockmgr::LockStore;
+
+/// A database for one test: a SQLite file in a temp dir, or a fresh database in the
+/// shared PostgreSQL cluster.
+pub struct TestDb {
+    url: String,
+    kind: lockmgr::Backend,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A new SQLite file in a temp dir (removed when this value is dropped).
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = dir
+            .path()
+            .join("locks.sqlite3")
+            .to_str()
+            .expect("utf-8 temp path")
+            .to_string();
+        TestDb {
+            url,
+            kind: lockmgr::Backend::Sqlite,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A new, empty database in this test binary's PostgreSQL cluster.
+    pub fn postgres() -> TestDb {
+        TestDb {
+            url: PgCluster::shared().new_database(),
+            kind: lockmgr::Backend::Postgres,
+            _dir: None,
+        }
+    }
+
+    /// A database of the given backend.
+    pub fn of(backend: lockmgr::Backend) -> TestDb {
+        match backend {
+            lockmgr::Backend::Postgres => TestDb::postgres(),
+            _ => TestDb::sqlite(),
+        }
+    }
+
+    /// The URL to open.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> lockmgr::Backend {
+        self.kind
+    }
+
+    /// A new store on this database.
+    pub fn store(&self) -> LockStore {
+        LockStore::open(&self.url).unwrap_or_else(|e| panic!("opening {}: {e}", self.url))
+    }
+}
+
+/// Run each named test function (`fn(&TestDb)`) once on SQLite and once on PostgreSQL,
+/// as `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&$crate::TestDb::sqlite()) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&$crate::TestDb::postgres()) } )*
+        }
+    };
+}
+
+/// A throwaway PostgreSQL cluster on a loopback port.
+pub struct PgCluster {
+    dir: PathBuf,
+    port: u16,
+    databases: AtomicUsize,
+}
+
+impl PgCluster {
+    /// The cluster of this process, started on first use.
+    pub fn shared() -> &'static PgCluster {
+        static SHARED: OnceLock<PgCluster> = OnceLock::new();
+        SHARED.get_or_init(|| PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Start a new cluster with extra `postgres -c` settings (`"fsync=on"`, …). The
+    /// default settings favour speed (`fsync=off`) as tests do not need durability.
+    pub fn start(settings: &[&str]) -> Result<PgCluster, String> {
+        let base = tempfile::Builder::new()
+            .prefix("lockmgr-pg-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir for PostgreSQL: {e}"))?
+            .keep();
+        let data = base.join("data");
+        let as_root = is_root();
+        if as_root {
+            let (uid, gid) = postgres_ids()?;
+            chown(&base, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", base.display()))?;
+        }
+        let log = base.join("initdb.log");
+        run_pg(
+            as_root,
+            "initdb",
+            &[
+                "-D",
+                path_str(&data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            &log,
+        )?;
+        let mut last_error = String::new();
+        for _attempt in 0..5 {
+            let port = free_port()?;
+            let mut options = format!(
+                "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+                 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                path_str(&base)
+            );
+            for setting in settings {
+                options.push_str(" -c ");
+                options.push_str(setting);
+            }
+            let server_log = base.join("server.log");
+            let started = run_pg(
+                as_root,
+                "pg_ctl",
+                &[
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    path_str(&data),
+                    "-l",
+                    path_str(&server_log),
+                    "-o",
+                    &options,
+                ],
+                &base.join("pg_ctl.log"),
+            );
+            match started {
+                Ok(()) => {
+                    spawn_watchdog(&base, &data, as_root);
+                    return Ok(PgCluster {
+                        dir: base,
+                        port,
+                        databases: AtomicUsize::new(0),
+                    });
+                }
+                Err(e) => {
+                    let server = fs::read_to_string(&server_log).unwrap_or_default();
+                    last_error = format!("{e}\n{server}");
+                }
+            }
+        }
+        Err(format!("PostgreSQL could not be started: {last_error}"))
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db`.
+    pub fn url_of(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Create a new empty database; its URL.
+    pub fn new_database(&self) -> String {
+        let n = self.databases.fetch_add(1, Ordering::SeqCst);
+        let name = format!("test_{n}");
+        let mut admin = PgConnection::establish(&self.url_of("postgres"))
+            .unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"));
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        self.url_of(&name)
+    }
+
+    /// Stop the server (fast shutdown: open connections are cut).
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        run_pg(
+            is_root(),
+            "pg_ctl",
+            &["stop", "-w", "-m", "fast", "-D", path_str(&data)],
+            &self.dir.join("stop.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Start the server again on the same port, after [`stop`](PgCluster::stop).
+    pub fn restart(&self) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-c port={} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=400",
+            self.port,
+            path_str(&self.dir)
+        );
+        let log = self.dir.join("server.log");
+        run_pg(
+            is_root(),
+            "pg_ctl",
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-o",
+                &options,
+            ],
+            &self.dir.join("pg_ctl.log"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn postgres_ids() -> Result<(u32, u32), String> {
+    let passwd = fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"postgres") && fields.len() > 3)
+        .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+        .ok_or_else(|| {
+            "running as root, PostgreSQL needs the `postgres` user, which this machine does not have".to_string()
+        })
+}
+
+/// Find a PostgreSQL program on PATH, else in Debian's versioned folder.
+fn pg_program(name: &str) -> Result<PathBuf, String> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|dir| dir.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let debian = fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.flatten()
+                .map(|d| d.path().join("bin").join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    on_path.into_iter().chain(debian).find(|p| p.is_file()).ok_or_else(|| {
+        format!("`{name}` was not found on PATH nor under /usr/lib/postgresql: install PostgreSQL (Debian: postgresql)")
+    })
+}
+
+/// Run a PostgreSQL program to completion (as `postgres` when root), its output in `log`.
+fn run_pg(as_root: bool, program: &str, args: &[&str], log: &Path) -> Result<(), String> {
+    let program_path = pg_program(program)?;
+    let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let mut command = if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&program_path);
+        c
+    } else {
+        Command::new(&program_path)
+    };
+    // Output goes to a file, never to a pipe the server could inherit and keep open.
+    let status = command
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", program_path.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        let output = fs::read_to_string(log).unwrap_or_default();
+        Err(format!(
+            "{program} {} failed ({status}):\n{output}",
+            args.join(" ")
+        ))
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
+/// A detached shell that waits for this process to end, then stops the cluster and
+/// removes its files.
+fn spawn_watchdog(base: &Path, data: &Path, as_root: bool) {
+    let pg_ctl = pg_program("pg_ctl").expect("pg_ctl was found a moment ago");
+    let stop = format!(
+        "{}{} stop -m immediate -D '{}'",
+        if as_root {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        pg_ctl.display(),
+        data.display()
+    );
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{base}'",
+        pid = std::process::id(),
+        base = base.display()
+    );
+    // `setsid -f` forks the shell into a session of its own and returns at once.
+    Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("cannot start the PostgreSQL watchdog");
+}
+
+/// Poll `check` until it holds or `timeout` passes; whether it held.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
