@@ -42,6 +42,12 @@ pub struct LockStore {
     inner: Arc<Inner>,
 }
 
+// A panic cannot leave a store half-updated: the pool is internally synchronized and
+// drops any connection handed back during a panic. So a store may cross
+// `catch_unwind`, as the guard tests do.
+impl std::panic::UnwindSafe for LockStore {}
+impl std::panic::RefUnwindSafe for LockStore {}
+
 struct Inner {
     url: DatabaseUrl,
     pool: Pool,

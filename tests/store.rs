@@ -1,0 +1,650 @@
+//! The lock store on both backends: django-lockmgr's own tests carried over, and the
+//! guarantees beyond them (owner checks, fencing, all-or-nothing `set_lock`).
+
+use std::time::{Duration, Instant};
+
+use lockmgr::{Error, LockStore, SetLockAction};
+use testkit::TestDb;
+
+const MINUTE: Option<Duration> = Some(Duration::from_secs(60));
+
+fn secs(s: u64) -> Option<Duration> {
+    Some(Duration::from_secs(s))
+}
+
+fn millis(ms: u64) -> Option<Duration> {
+    Some(Duration::from_millis(ms))
+}
+
+/// Sleep until `store` reports `name` as free (expiry has passed by the database clock).
+fn wait_until_free(store: &LockStore, name: &str) {
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || !store.is_locked(name).unwrap()),
+        "{name} did not expire"
+    );
+}
+
+// --- the seed's tests -----------------------------------------------------------
+
+fn second_get_lock_fails_with_locked(db: &TestDb) {
+    let store = db.store();
+    let held = store.get_lock("seed:one", MINUTE).unwrap();
+    match store.get_lock("seed:one", MINUTE) {
+        Err(Error::Locked {
+            name,
+            locked_by,
+            lock_process,
+            locked_until,
+        }) => {
+            assert_eq!(name, "seed:one");
+            assert_eq!(locked_by, held.locked_by);
+            assert_eq!(lock_process, Some(i64::from(std::process::id())));
+            assert_eq!(locked_until, held.locked_until);
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+fn is_locked_true_and_false(db: &TestDb) {
+    let store = db.store();
+    assert!(!store.is_locked("seed:is").unwrap());
+    let lock = store.get_lock("seed:is", MINUTE).unwrap();
+    assert!(store.is_locked("seed:is").unwrap());
+    assert!(!store.is_locked("seed:is-other").unwrap());
+    store.unlock(&lock).unwrap();
+    assert!(!store.is_locked("seed:is").unwrap());
+}
+
+fn lock_unlock_lock_unlock(db: &TestDb) {
+    let store = db.store();
+    for _ in 0..2 {
+        let lock = store.get_lock("seed:cycle", MINUTE).unwrap();
+        assert!(store.is_locked("seed:cycle").unwrap());
+        assert!(store.unlock(&lock).unwrap());
+        assert!(!store.is_locked("seed:cycle").unwrap());
+    }
+    // Releasing twice is fine, and says nothing went away the second time.
+    let lock = store.get_lock("seed:cycle", MINUTE).unwrap();
+    assert!(store.unlock(&lock).unwrap());
+    assert!(!store.unlock(&lock).unwrap());
+    assert!(!store.unlock("seed:cycle").unwrap());
+}
+
+fn expired_lock_is_free_and_taken_over(db: &TestDb) {
+    let store = db.store();
+    let old = store.get_lock("seed:expire", millis(300)).unwrap();
+    assert!(store.is_locked("seed:expire").unwrap());
+    wait_until_free(&store, "seed:expire");
+    assert!(old.expired());
+    assert!(store
+        .list_locks()
+        .unwrap()
+        .iter()
+        .all(|l| l.name != "seed:expire"));
+    let new = store.get_lock("seed:expire", MINUTE).unwrap();
+    assert!(new.fence > old.fence);
+    assert!(!new.expired());
+}
+
+fn never_expiring_locks_survive_clean(db: &TestDb) {
+    let store = db.store();
+    let none = store.get_lock("seed:none", None).unwrap();
+    let zero = store.get_lock("seed:zero", Some(Duration::ZERO)).unwrap();
+    assert_eq!((none.locked_until, zero.locked_until), (None, None));
+    assert_eq!(none.expires_in(), None);
+    store.get_lock("seed:short", millis(200)).unwrap();
+    wait_until_free(&store, "seed:short");
+    assert_eq!(store.clean_locks().unwrap(), 1);
+    assert_eq!(store.clean_locks().unwrap(), 0);
+    assert!(store.is_locked("seed:none").unwrap());
+    assert!(store.is_locked("seed:zero").unwrap());
+}
+
+fn guard_releases_on_exit_and_after_error(db: &TestDb) {
+    let store = db.store();
+    {
+        let mut guard = store
+            .lock_mgr("seed:guard")
+            .expires(MINUTE)
+            .acquire()
+            .unwrap();
+        guard.lock("seed:guard-extra").unwrap();
+        assert!(store.is_locked("seed:guard").unwrap());
+        assert!(store.is_locked("seed:guard-extra").unwrap());
+    }
+    assert!(!store.is_locked("seed:guard").unwrap());
+    assert!(!store.is_locked("seed:guard-extra").unwrap());
+
+    let failing_job = || -> Result<(), String> {
+        let mut guard = store
+            .lock_mgr("seed:guard")
+            .acquire()
+            .map_err(|e| e.to_string())?;
+        guard.lock("seed:guard-extra").map_err(|e| e.to_string())?;
+        Err("the job failed".to_string())
+    };
+    assert!(failing_job().is_err());
+    assert!(!store.is_locked("seed:guard").unwrap());
+    assert!(!store.is_locked("seed:guard-extra").unwrap());
+}
+
+fn guard_releases_during_panic(db: &TestDb) {
+    let store = db.store();
+    let result = std::panic::catch_unwind(|| {
+        let mut guard = store.lock_mgr("seed:panic").acquire().unwrap();
+        guard.lock("seed:panic-extra").unwrap();
+        panic!("job blew up");
+    });
+    assert!(result.is_err());
+    assert!(!store.is_locked("seed:panic").unwrap());
+    assert!(!store.is_locked("seed:panic-extra").unwrap());
+}
+
+fn guard_extra_lock_held_elsewhere_fails(db: &TestDb) {
+    let store = db.store();
+    let _other = store.get_lock("seed:taken", MINUTE).unwrap();
+    let mut guard = store.lock_mgr("seed:main").acquire().unwrap();
+    assert!(guard.lock("seed:taken").unwrap_err().is_locked());
+    drop(guard);
+    assert!(
+        store.is_locked("seed:taken").unwrap(),
+        "someone else's lock survives"
+    );
+    assert!(!store.is_locked("seed:main").unwrap());
+}
+
+fn wait_acquires_when_holder_expires_in_window(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("seed:wait", millis(500)).unwrap();
+    let started = Instant::now();
+    let guard = store
+        .lock_mgr("seed:wait")
+        .wait(Duration::from_secs(10))
+        .acquire()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(guard.name(), "seed:wait");
+}
+
+fn wait_fails_with_locked_after_window(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("seed:wait-fail", MINUTE).unwrap();
+    let started = Instant::now();
+    let err = store
+        .lock_mgr("seed:wait-fail")
+        .wait(Duration::from_millis(700))
+        .acquire()
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_locked(), "{err}");
+    assert!(
+        waited >= Duration::from_millis(700),
+        "gave up early: {waited:?}"
+    );
+}
+
+fn wait_acquires_after_release_from_another_thread(db: &TestDb) {
+    let store = db.store();
+    let lock = store.get_lock("seed:handoff", MINUTE).unwrap();
+    let other = store.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.unlock(&lock).unwrap();
+    });
+    let guard = store
+        .lock_mgr("seed:handoff")
+        .wait(Duration::from_secs(30))
+        .acquire()
+        .unwrap();
+    releaser.join().unwrap();
+    assert_eq!(guard.name(), "seed:handoff");
+}
+
+fn renew_without_add_time_sets_from_now(db: &TestDb) {
+    let store = db.store();
+    let lock = store.get_lock("seed:renew", secs(20)).unwrap();
+    let renewed = store.renew_lock(&lock, secs(60), false, false).unwrap();
+    assert!(renewed.expires_seconds().unwrap() >= 50, "{renewed:?}");
+    // By name too.
+    let renewed = store
+        .renew_lock("seed:renew", secs(120), false, false)
+        .unwrap();
+    assert!(renewed.expires_seconds().unwrap() >= 110);
+}
+
+fn renew_with_add_time_adds(db: &TestDb) {
+    let store = db.store();
+    let lock = store.get_lock("seed:add", secs(10)).unwrap();
+    let renewed = store.renew_lock(&lock, secs(20), true, false).unwrap();
+    assert!(renewed.expires_seconds().unwrap() >= 25, "{renewed:?}");
+    assert!(renewed.expires_seconds().unwrap() <= 30);
+}
+
+fn renew_shorter_keeps_or_adds(db: &TestDb) {
+    let store = db.store();
+    let lock = store.get_lock("seed:shorter", secs(60)).unwrap();
+    let kept = store.renew_lock(&lock, secs(10), false, false).unwrap();
+    assert_eq!(
+        kept.locked_until, lock.locked_until,
+        "never shortened without add_time"
+    );
+    let added = store.renew_lock(&lock, secs(10), true, false).unwrap();
+    assert!(added.expires_seconds().unwrap() >= 65, "{added:?}");
+}
+
+fn renew_missing_is_not_found_unless_create(db: &TestDb) {
+    let store = db.store();
+    match store.renew_lock("seed:missing", secs(30), false, false) {
+        Err(Error::LockNotFound { name }) => assert_eq!(name, "seed:missing"),
+        other => panic!("expected LockNotFound, got {other:?}"),
+    }
+    let created = store
+        .renew_lock("seed:missing", secs(30), false, true)
+        .unwrap();
+    assert!(store.is_locked("seed:missing").unwrap());
+    assert!(created.expires_seconds().unwrap() >= 25);
+}
+
+fn renew_never_expiring_lock(db: &TestDb) {
+    let store = db.store();
+    let lock = store.get_lock("seed:forever", None).unwrap();
+    let renewed = store.renew_lock(&lock, secs(30), false, false).unwrap();
+    assert_eq!(
+        renewed.locked_until, None,
+        "a lock that never expires stays so"
+    );
+    let renewed = store.renew_lock(&lock, secs(30), true, false).unwrap();
+    assert_eq!(renewed.locked_until, None);
+    // And a lock with an expiry can be made to never expire.
+    let timed = store.get_lock("seed:timed", secs(30)).unwrap();
+    assert_eq!(
+        store
+            .renew_lock(&timed, None, false, false)
+            .unwrap()
+            .locked_until,
+        None
+    );
+}
+
+fn guard_renew_main_and_expired_main(db: &TestDb) {
+    let store = db.store();
+    let mut guard = store
+        .lock_mgr("seed:guard-renew")
+        .expires(secs(10))
+        .acquire()
+        .unwrap();
+    let fence = guard.fence();
+    let renewed = guard.renew().unwrap();
+    assert!(renewed.expires_seconds().unwrap() >= 125, "{renewed:?}"); // 10 + 120
+    assert_eq!(guard.fence(), fence);
+
+    let mut short = store
+        .lock_mgr("seed:guard-expired")
+        .expires(millis(200))
+        .acquire()
+        .unwrap();
+    wait_until_free(&store, "seed:guard-expired");
+    short.renew().unwrap();
+    assert!(store.is_locked("seed:guard-expired").unwrap());
+    assert!(short.main_lock().expires_seconds().unwrap() >= 110);
+
+    // Expired and cleaned away: renew() takes it anew.
+    let mut gone = store
+        .lock_mgr("seed:guard-gone")
+        .expires(millis(200))
+        .acquire()
+        .unwrap();
+    wait_until_free(&store, "seed:guard-gone");
+    store.clean_locks().unwrap();
+    let old_fence = gone.fence();
+    gone.renew().unwrap();
+    assert!(store.is_locked("seed:guard-gone").unwrap());
+    assert!(gone.fence() > old_fence);
+    drop((guard, short, gone));
+    assert!(store.list_locks().unwrap().is_empty());
+}
+
+// --- beyond the seed ----------------------------------------------------------
+
+fn stale_lock_cannot_touch_new_holder(db: &TestDb) {
+    let store = db.store();
+    let stale = store.get_lock("beyond:stale", millis(200)).unwrap();
+    wait_until_free(&store, "beyond:stale");
+    let fresh = store.get_lock("beyond:stale", MINUTE).unwrap();
+
+    assert!(
+        !store.unlock(&stale).unwrap(),
+        "a stale lock released the new holder's lock"
+    );
+    assert!(matches!(
+        store.renew_lock(&stale, secs(600), true, false),
+        Err(Error::LockNotFound { .. })
+    ));
+    // With create, it cannot take it either: someone holds it.
+    assert!(store
+        .renew_lock(&stale, secs(600), false, true)
+        .unwrap_err()
+        .is_locked());
+    let current = store.find_lock("beyond:stale").unwrap().unwrap();
+    assert!(current.same_acquisition(&fresh));
+    assert_eq!(
+        current.locked_until, fresh.locked_until,
+        "the stale renew changed nothing"
+    );
+    assert!(store.unlock(&fresh).unwrap());
+}
+
+fn stale_guard_drop_leaves_new_holder_alone(db: &TestDb) {
+    let store = db.store();
+    let guard = store
+        .lock_mgr("beyond:guard")
+        .expires(millis(200))
+        .acquire()
+        .unwrap();
+    wait_until_free(&store, "beyond:guard");
+    let fresh = store.get_lock("beyond:guard", MINUTE).unwrap();
+    drop(guard);
+    assert!(store.is_locked("beyond:guard").unwrap());
+    assert!(store
+        .find_lock("beyond:guard")
+        .unwrap()
+        .unwrap()
+        .same_acquisition(&fresh));
+}
+
+fn unlock_by_name_is_unconditional(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("beyond:admin", None).unwrap();
+    assert!(store.unlock("beyond:admin").unwrap());
+    assert!(!store.is_locked("beyond:admin").unwrap());
+    let name = String::from("beyond:admin");
+    store.get_lock(&name, None).unwrap();
+    assert!(store.unlock(&name).unwrap());
+}
+
+fn fence_grows_across_all_locks(db: &TestDb) {
+    let store = db.store();
+    let mut last = 0;
+    for i in 0..20 {
+        let lock = store
+            .get_lock(&format!("beyond:fence:{}", i % 3), None)
+            .unwrap();
+        assert!(lock.fence > last, "fence {} after {last}", lock.fence);
+        last = lock.fence;
+        store.unlock(&lock).unwrap();
+    }
+    // A take-over of an expired row also gets a larger fence.
+    let old = store.get_lock("beyond:fence:x", millis(100)).unwrap();
+    wait_until_free(&store, "beyond:fence:x");
+    assert!(store.get_lock("beyond:fence:x", None).unwrap().fence > old.fence.max(last));
+}
+
+fn list_locks_shows_live_locks_only(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("list:b", MINUTE).unwrap();
+    store.get_lock("list:a", None).unwrap();
+    store.get_lock("list:gone", millis(100)).unwrap();
+    wait_until_free(&store, "list:gone");
+    let names: Vec<_> = store
+        .list_locks()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, ["list:a", "list:b"]);
+    assert_eq!(store.reset_locks().unwrap(), 3);
+    assert!(store.list_locks().unwrap().is_empty());
+}
+
+fn unlock_all_removes_exactly_what_was_listed(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("listed:1", MINUTE).unwrap();
+    store.get_lock("listed:2", MINUTE).unwrap();
+    let shown = store.list_locks().unwrap();
+    // Between listing and deleting, one lock changes hands and one appears.
+    store.unlock("listed:2").unwrap();
+    store.get_lock("listed:2", MINUTE).unwrap();
+    store.get_lock("listed:3", MINUTE).unwrap();
+    assert_eq!(store.unlock_all(&shown).unwrap(), 1);
+    assert!(!store.is_locked("listed:1").unwrap());
+    assert!(store.is_locked("listed:2").unwrap());
+    assert!(store.is_locked("listed:3").unwrap());
+}
+
+fn unlock_if_expired_only_removes_stale_rows(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("stale:live", MINUTE).unwrap();
+    store.get_lock("stale:old", millis(100)).unwrap();
+    wait_until_free(&store, "stale:old");
+    assert!(!store.unlock_if_expired("stale:live").unwrap());
+    assert!(store.unlock_if_expired("stale:old").unwrap());
+    assert!(!store.unlock_if_expired("stale:missing").unwrap());
+    assert!(store.is_locked("stale:live").unwrap());
+}
+
+fn set_lock_creates_renews_and_skips(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("set:held", secs(30)).unwrap();
+    let report = store
+        .set_lock(
+            ["set:new", "set:held", "set:new"],
+            secs(300),
+            false,
+            true,
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            report.created,
+            report.renewed,
+            report.skip_create,
+            report.skip_renew
+        ),
+        (1, 1, 0, 0)
+    );
+    let statuses: Vec<_> = report
+        .statuses
+        .iter()
+        .map(|s| (s.name.as_str(), s.was_locked, s.action))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("set:new", false, SetLockAction::Create),
+            ("set:held", true, SetLockAction::Extend)
+        ]
+    );
+    assert!(
+        store
+            .find_lock("set:held")
+            .unwrap()
+            .unwrap()
+            .expires_seconds()
+            .unwrap()
+            >= 290
+    );
+
+    // No renew: held names are skipped. No create: free names are skipped.
+    let report = store
+        .set_lock(["set:held", "set:free"], secs(900), false, false, false)
+        .unwrap();
+    assert_eq!(
+        (
+            report.created,
+            report.renewed,
+            report.skip_create,
+            report.skip_renew
+        ),
+        (0, 0, 1, 1)
+    );
+    assert!(report
+        .statuses
+        .iter()
+        .all(|s| s.action == SetLockAction::Skip));
+    assert!(!store.is_locked("set:free").unwrap());
+    assert!(
+        store
+            .find_lock("set:held")
+            .unwrap()
+            .unwrap()
+            .expires_seconds()
+            .unwrap()
+            < 310
+    );
+
+    // No timeout: never expires.
+    let report = store
+        .set_lock(["set:forever"], None, false, true, true)
+        .unwrap();
+    assert_eq!(report.statuses[0].lock.as_ref().unwrap().locked_until, None);
+}
+
+fn set_lock_fail_keeps_nothing(db: &TestDb) {
+    let store = db.store();
+    let held = store.get_lock("fail:m", secs(30)).unwrap();
+    match store.set_lock(["fail:a", "fail:m", "fail:z"], secs(300), true, true, true) {
+        Err(Error::LockFail {
+            name, locked_until, ..
+        }) => {
+            assert_eq!(name, "fail:m");
+            assert_eq!(locked_until, held.locked_until);
+        }
+        other => panic!("expected LockFail, got {other:?}"),
+    }
+    assert!(
+        !store.is_locked("fail:a").unwrap(),
+        "the failed call kept a lock"
+    );
+    assert!(!store.is_locked("fail:z").unwrap());
+    let after = store.find_lock("fail:m").unwrap().unwrap();
+    assert_eq!(
+        after.locked_until, held.locked_until,
+        "the failed call renewed a lock"
+    );
+}
+
+fn invalid_names_are_refused(db: &TestDb) {
+    let store = db.store();
+    let long = "x".repeat(256);
+    let huge = "y".repeat(1 << 20);
+    for bad in [
+        "",
+        "nul\0byte",
+        "new\nline",
+        "tab\t",
+        long.as_str(),
+        huge.as_str(),
+    ] {
+        assert!(
+            matches!(store.get_lock(bad, None), Err(Error::InvalidName { .. })),
+            "{:?}",
+            &bad[..bad.len().min(20)]
+        );
+        assert!(matches!(
+            store.is_locked(bad),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(store.unlock(bad), Err(Error::InvalidName { .. })));
+        assert!(matches!(
+            store.renew_lock(bad, None, false, true),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(matches!(
+            store.set_lock(["ok", bad], None, false, true, true),
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(store.lock_mgr(bad).acquire().is_err());
+    }
+    assert!(
+        !store.is_locked("ok").unwrap(),
+        "a refused set_lock kept nothing"
+    );
+    // Names that look odd but are valid round-trip exactly, and are distinct.
+    let max = "é".repeat(127);
+    for good in [
+        "Job",
+        "job",
+        "quote'\"; DROP TABLE lockmgr_lock; --",
+        "日本語 ✓",
+        max.as_str(),
+    ] {
+        let lock = store.get_lock(good, None).unwrap();
+        assert_eq!(lock.name, good);
+    }
+    assert_eq!(store.list_locks().unwrap().len(), 5);
+}
+
+fn stores_share_one_database(db: &TestDb) {
+    let a = db.store();
+    let b = db.store();
+    let lock = a.get_lock("shared", MINUTE).unwrap();
+    assert!(b.get_lock("shared", MINUTE).unwrap_err().is_locked());
+    assert!(
+        b.unlock(&lock).unwrap(),
+        "an acquisition can be released through any store"
+    );
+    assert!(!a.is_locked("shared").unwrap());
+}
+
+fn threads_race_without_raw_errors(db: &TestDb) {
+    let store = db.store();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let (mut won, mut lost) = (0, 0);
+                for _ in 0..30 {
+                    match store.get_lock("race:threads", MINUTE) {
+                        Ok(lock) => {
+                            won += 1;
+                            store.unlock(&lock).unwrap();
+                        }
+                        Err(e) if e.is_locked() => lost += 1,
+                        Err(e) => panic!("a loser got a raw error: {e}"),
+                    }
+                }
+                (won, lost)
+            })
+        })
+        .collect();
+    let results: Vec<(u32, u32)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().map(|(w, l)| w + l).sum::<u32>(), 240);
+    assert!(results.iter().map(|(w, _)| w).sum::<u32>() > 0);
+}
+
+testkit::backend_tests!(
+    second_get_lock_fails_with_locked,
+    is_locked_true_and_false,
+    lock_unlock_lock_unlock,
+    expired_lock_is_free_and_taken_over,
+    never_expiring_locks_survive_clean,
+    guard_releases_on_exit_and_after_error,
+    guard_releases_during_panic,
+    guard_extra_lock_held_elsewhere_fails,
+    wait_acquires_when_holder_expires_in_window,
+    wait_fails_with_locked_after_window,
+    wait_acquires_after_release_from_another_thread,
+    renew_without_add_time_sets_from_now,
+    renew_with_add_time_adds,
+    renew_shorter_keeps_or_adds,
+    renew_missing_is_not_found_unless_create,
+    renew_never_expiring_lock,
+    guard_renew_main_and_expired_main,
+    stale_lock_cannot_touch_new_holder,
+    stale_guard_drop_leaves_new_holder_alone,
+    unlock_by_name_is_unconditional,
+    fence_grows_across_all_locks,
+    list_locks_shows_live_locks_only,
+    unlock_all_removes_exactly_what_was_listed,
+    unlock_if_expired_only_removes_stale_rows,
+    set_lock_creates_renews_and_skips,
+    set_lock_fail_keeps_nothing,
+    invalid_names_are_refused,
+    stores_share_one_database,
+    threads_race_without_raw_errors,
+);
