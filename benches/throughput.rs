@@ -1,0 +1,327 @@
+//! Throughput of the lock path, beside the database's own floor, measured in one run.
+//!
+//! `cargo bench --bench throughput` prints markdown tables (copied into
+//! docs/BENCHMARKS.md). PostgreSQL runs in a throwaway cluster with durable settings
+//! (`fsync=on`, `synchronous_commit=on`); SQLite is a file in WAL mode with
+//! `synchronous=NORMAL`, as lockmgr sets it.
+//!
+//! Sections:
+//! 1. uncontended acquire + release, one thread, distinct names and one name, next to
+//!    the thinnest INSERT + DELETE through the same driver (the floor), as a ratio;
+//! 2. contention: 8 processes × 200 tries on one name, no wait;
+//! 3. cost growth with 0 / 10,000 / 100,000 other live locks, and `clean_locks` /
+//!    `list_locks` at 100,000 rows.
+//!
+//! Environment: `BENCH_ROUNDS` (default 7) and `BENCH_SECONDS` per round (default 1).
+
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use lockmgr::{Backend, LockStore};
+use testkit::PgCluster;
+
+diesel::table! {
+    floor_lock (name) {
+        name -> Text,
+    }
+}
+
+const PROCESSES: usize = 8;
+const TRIES: usize = 200;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return contention_child(&args[1..]);
+    }
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; there are no libtest tests here.
+    }
+    let rounds: usize = env_or("BENCH_ROUNDS", 7);
+    let round = Duration::from_secs_f64(env_or("BENCH_SECONDS", 1.0));
+
+    let cluster = PgCluster::start(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let targets = [
+        (
+            Backend::Sqlite,
+            dir.path()
+                .join("bench.sqlite3")
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
+        (Backend::Postgres, cluster.new_database()),
+    ];
+
+    println!(
+        "## Uncontended acquire + release (one thread; median of {rounds} rounds of {round:?})\n"
+    );
+    println!("| backend | workload | floor cycles/s | lockmgr cycles/s | ratio |");
+    println!("|---|---|---:|---:|---:|");
+    for (backend, url) in &targets {
+        let store = LockStore::open(url).unwrap();
+        let mut floor = Floor::open(*backend, url);
+        for (workload, distinct) in [("distinct names", true), ("one name", false)] {
+            let mut floor_rates = Vec::new();
+            let mut ours_rates = Vec::new();
+            for r in 0..rounds {
+                // Alternate which goes first, so drift on a shared machine hits both.
+                let mut run_floor =
+                    || floor_rates.push(rate(round, |i| floor.cycle(&name(distinct, r, i))));
+                let mut run_ours = || {
+                    ours_rates.push(rate(round, |i| {
+                        let lock = store
+                            .get_lock(&name(distinct, r, i), Some(Duration::from_secs(60)))
+                            .unwrap();
+                        store.unlock(&lock).unwrap();
+                    }))
+                };
+                if r % 2 == 0 {
+                    run_floor();
+                    run_ours();
+                } else {
+                    run_ours();
+                    run_floor();
+                }
+            }
+            let (f, o) = (median(&mut floor_rates), median(&mut ours_rates));
+            println!(
+                "| {backend} | {workload} | {f:.0} | {o:.0} | {:.2}× |",
+                o / f
+            );
+        }
+    }
+
+    println!("\n## Contention: {PROCESSES} processes × {TRIES} tries on one name, no wait\n");
+    println!("| backend | successes | Locked | other errors | overlaps | wall time |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (backend, url) in &targets {
+        let (tally, wall) = contention(url);
+        println!(
+            "| {backend} | {} | {} | {} | {} | {:.0?} |",
+            tally[0], tally[1], tally[2], tally[3], wall
+        );
+    }
+
+    println!("\n## Cost growth with other live locks (one thread, distinct names)\n");
+    println!("| backend | other live locks | cycles/s | clean_locks | list_locks |");
+    println!("|---|---:|---:|---:|---:|");
+    for (backend, url) in &targets {
+        let store = LockStore::open(url).unwrap();
+        store.reset_locks().unwrap();
+        let mut present = 0;
+        for others in [0usize, 10_000, 100_000] {
+            fill(*backend, url, present, others);
+            present = others;
+            let mut rates: Vec<f64> = (0..rounds)
+                .map(|r| {
+                    rate(round, |i| {
+                        let lock = store
+                            .get_lock(&name(true, r, i), Some(Duration::from_secs(60)))
+                            .unwrap();
+                        store.unlock(&lock).unwrap();
+                    })
+                })
+                .collect();
+            let (clean, list) = if others == 100_000 {
+                let started = Instant::now();
+                let listed = store.list_locks().unwrap().len();
+                let list = started.elapsed();
+                assert_eq!(listed, others);
+                let started = Instant::now();
+                store.clean_locks().unwrap();
+                (format!("{:.1?}", started.elapsed()), format!("{list:.1?}"))
+            } else {
+                ("".to_string(), "".to_string())
+            };
+            println!(
+                "| {backend} | {others} | {:.0} | {clean} | {list} |",
+                median(&mut rates)
+            );
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn name(distinct: bool, round: usize, i: usize) -> String {
+    if distinct {
+        format!("bench:{round}:{i}")
+    } else {
+        "bench:one".to_string()
+    }
+}
+
+/// Cycles per second of `cycle` run for `duration`.
+fn rate(duration: Duration, mut cycle: impl FnMut(usize)) -> f64 {
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < duration {
+        cycle(n);
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+/// The thinnest insert + delete through diesel on a one-column table: the floor.
+enum Floor {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+impl Floor {
+    fn open(backend: Backend, url: &str) -> Floor {
+        let ddl = "CREATE TABLE IF NOT EXISTS floor_lock (name TEXT PRIMARY KEY NOT NULL)";
+        match backend {
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(url).unwrap();
+                conn.batch_execute(ddl).unwrap();
+                Floor::Pg(conn)
+            }
+            _ => {
+                let mut conn = SqliteConnection::establish(url).unwrap();
+                conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                    .unwrap();
+                conn.batch_execute(ddl).unwrap();
+                Floor::Sqlite(conn)
+            }
+        }
+    }
+
+    fn cycle(&mut self, name: &str) {
+        use floor_lock::dsl;
+        match self {
+            Floor::Pg(conn) => {
+                diesel::insert_into(dsl::floor_lock)
+                    .values(dsl::name.eq(name))
+                    .execute(conn)
+                    .unwrap();
+                diesel::delete(dsl::floor_lock.filter(dsl::name.eq(name)))
+                    .execute(conn)
+                    .unwrap();
+            }
+            Floor::Sqlite(conn) => {
+                diesel::insert_into(dsl::floor_lock)
+                    .values(dsl::name.eq(name))
+                    .execute(conn)
+                    .unwrap();
+                diesel::delete(dsl::floor_lock.filter(dsl::name.eq(name)))
+                    .execute(conn)
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// Run the contention section; [won, locked, other, overlap] and the wall time.
+fn contention(url: &str) -> ([usize; 4], Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = dir.path().join("start");
+    let marker = dir.path().join("held");
+    LockStore::open(url).unwrap().reset_locks().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--child", url, path(&start), path(&marker)])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200)); // let every child connect
+    let started = Instant::now();
+    fs::write(&start, "go").unwrap();
+    let mut total = [0usize; 4];
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        for (slot, value) in total
+            .iter_mut()
+            .zip(text.split_whitespace().map(|v| v.parse::<usize>().unwrap()))
+        {
+            *slot += value;
+        }
+    }
+    (total, started.elapsed())
+}
+
+fn contention_child(args: &[String]) {
+    let (url, start, marker) = (&args[0], Path::new(&args[1]), Path::new(&args[2]));
+    let store = LockStore::open(url).unwrap();
+    while !start.exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let mut tally = [0usize; 4];
+    for _ in 0..TRIES {
+        match store.get_lock("bench:contended", Some(Duration::from_secs(60))) {
+            Ok(lock) => {
+                tally[0] += 1;
+                match OpenOptions::new().write(true).create_new(true).open(marker) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => tally[3] += 1,
+                    Err(e) => panic!("{e}"),
+                }
+                let _ = fs::remove_file(marker);
+                store.unlock(&lock).unwrap();
+            }
+            Err(e) if e.is_locked() => tally[1] += 1,
+            Err(e) => {
+                eprintln!("{e}");
+                tally[2] += 1;
+            }
+        }
+    }
+    println!("{} {} {} {}", tally[0], tally[1], tally[2], tally[3]);
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Grow the table from `from` to `to` live, never-expiring locks named `other:N`.
+fn fill(backend: Backend, url: &str, from: usize, to: usize) {
+    if to <= from {
+        return;
+    }
+    let sql = match backend {
+        Backend::Postgres => format!(
+            "INSERT INTO lockmgr_lock (name, owner, locked_by, fence) \
+             SELECT 'other:' || n, md5(n::text), 'bench', nextval('lockmgr_lock_fence_seq') \
+             FROM generate_series({from}, {}) AS n",
+            to - 1
+        ),
+        _ => format!(
+            "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {to}) \
+             INSERT INTO lockmgr_lock (name, owner, locked_by, created_at, updated_at, fence) \
+             SELECT 'other:' || i, hex(randomblob(16)), 'bench', '2026-01-01 00:00:00.000', \
+             '2026-01-01 00:00:00.000', (SELECT value FROM lockmgr_fence) + 1 + i FROM n"
+        ),
+    };
+    match backend {
+        Backend::Postgres => PgConnection::establish(url)
+            .unwrap()
+            .batch_execute(&sql)
+            .unwrap(),
+        _ => SqliteConnection::establish(url)
+            .unwrap()
+            .batch_execute(&sql)
+            .unwrap(),
+    }
+}
