@@ -20,34 +20,49 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("--child") => child(&args[1..]),
-        Some("--list") => println!("race_for_one_name: test\nfresh_database_opened_at_once: test"),
+        Some("--list") => {
+            for (name, _) in TESTS {
+                println!("{name}: test");
+            }
+            println!("postgres::restart_under_load: test");
+        }
         _ => parent(),
     }
 }
 
+/// The tests run on each backend.
+const TESTS: [(&str, fn(&TestDb)); 3] = [
+    ("race_for_one_name", race_for_one_name),
+    (
+        "fresh_database_opened_at_once",
+        fresh_database_opened_at_once,
+    ),
+    (
+        "killed_holder_frees_at_expiry",
+        killed_holder_frees_at_expiry,
+    ),
+];
+
 fn parent() {
     let mut failures = Vec::new();
+    let mut run = |label: String, test: &dyn Fn()| {
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test));
+        let status = if outcome.is_ok() { "ok" } else { "FAILED" };
+        println!("test {label} ... {status} ({:.1?})", started.elapsed());
+        if outcome.is_err() {
+            failures.push(label);
+        }
+    };
     for backend in [lockmgr::Backend::Sqlite, lockmgr::Backend::Postgres] {
-        for (name, test) in [
-            ("race_for_one_name", race_for_one_name as fn(&TestDb)),
-            (
-                "fresh_database_opened_at_once",
-                fresh_database_opened_at_once,
-            ),
-        ] {
-            let db = TestDb::of(backend);
-            let started = Instant::now();
-            let outcome = std::panic::catch_unwind(|| test(&db));
-            let status = if outcome.is_ok() { "ok" } else { "FAILED" };
-            println!(
-                "test {backend}::{name} ... {status} ({:.1?})",
-                started.elapsed()
-            );
-            if outcome.is_err() {
-                failures.push(format!("{backend}::{name}"));
-            }
+        for (name, test) in TESTS {
+            run(format!("{backend}::{name}"), &|| test(&TestDb::of(backend)));
         }
     }
+    run(
+        "postgres::restart_under_load".to_string(),
+        &postgres_restart_under_load,
+    );
     if !failures.is_empty() {
         eprintln!("failed: {failures:?}");
         std::process::exit(1);
@@ -127,6 +142,112 @@ fn fresh_database_opened_at_once(db: &TestDb) {
     assert_eq!(db.store().list_locks().unwrap().len(), 6);
 }
 
+/// A holder killed with SIGKILL never releases; its lock frees itself at expiry and a
+/// waiter gets it within a second of that (by the database clock).
+fn killed_holder_frees_at_expiry(db: &TestDb) {
+    let store = db.store();
+    let mut holder = spawn_child(&["hold", db.url(), "crash:job", "2000"]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held", "{line}");
+    let held = store
+        .find_lock("crash:job")
+        .unwrap()
+        .expect("the child holds the lock");
+    assert_eq!(held.lock_process, Some(i64::from(holder.id())));
+    holder.kill().unwrap(); // SIGKILL: no destructor runs
+    holder.wait().unwrap();
+    assert!(
+        store.is_locked("crash:job").unwrap(),
+        "the lock outlives its killed holder until expiry"
+    );
+
+    let guard = store
+        .lock_mgr("crash:job")
+        .wait(Duration::from_secs(30))
+        .acquire()
+        .unwrap();
+    let late = guard.main_lock().created_at - held.locked_until.unwrap();
+    println!(
+        "  taken over {} ms after the dead holder's expiry",
+        late.num_milliseconds()
+    );
+    assert!(
+        late >= chrono::Duration::zero(),
+        "taken before expiry: {late}"
+    );
+    assert!(
+        late <= chrono::Duration::seconds(1),
+        "taken {late} after expiry"
+    );
+    assert!(guard.fence() > held.fence);
+}
+
+/// PostgreSQL stopped (fast) and started again on the same port while 4 processes loop
+/// acquire/release: they see errors during the outage, recover on their own, never
+/// overlap, and no lock is left stuck.
+fn postgres_restart_under_load() {
+    let cluster = testkit::PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.new_database();
+    let store = LockStore::open(&url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (marker, counter) = (dir.path().join("held"), dir.path().join("counter"));
+    fs::write(&counter, "0").unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            spawn_child(&[
+                "loop",
+                &url,
+                "restart:job",
+                "7000",
+                path(&marker),
+                path(&counter),
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    cluster.restart();
+
+    let mut total = Tally::default();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tally = Tally::parse(&stdout);
+        assert!(
+            tally.recovered > 0,
+            "a child never got the lock again after the outage: {stdout}"
+        );
+        total.add(&tally);
+    }
+    println!("  {total:?}");
+    assert_eq!(total.overlap, 0, "two processes held the lock at once");
+    assert!(total.other > 0, "the outage went unnoticed: {total:?}");
+    let counted: usize = fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(counted, total.won);
+    // A release cut off by the outage leaves its row until it expires (5 s), no longer.
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || !store
+            .is_locked("restart:job")
+            .unwrap()),
+        "a lock was left stuck after the restart"
+    );
+}
+
 fn spawn_child(args: &[&str]) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .arg("--child")
@@ -148,6 +269,8 @@ struct Tally {
     locked: usize,
     other: usize,
     overlap: usize,
+    /// Wins after the first error.
+    recovered: usize,
 }
 
 impl Tally {
@@ -167,6 +290,7 @@ impl Tally {
             locked: field("locked"),
             other: field("other"),
             overlap: field("overlap"),
+            recovered: field("recovered"),
         }
     }
 
@@ -175,6 +299,14 @@ impl Tally {
         self.locked += other.locked;
         self.other += other.other;
         self.overlap += other.overlap;
+        self.recovered += other.recovered;
+    }
+
+    fn print(&self) {
+        println!(
+            "tally won={} locked={} other={} overlap={} recovered={}",
+            self.won, self.locked, self.other, self.overlap, self.recovered
+        );
     }
 }
 
@@ -226,10 +358,63 @@ fn child(args: &[String]) {
                     }
                 }
             }
-            println!(
-                "tally won={} locked={} other={} overlap={}",
-                tally.won, tally.locked, tally.other, tally.overlap
-            );
+            tally.print();
+        }
+        "hold" => {
+            let store = LockStore::open(&args[1]).unwrap();
+            let expires = Duration::from_millis(args[3].parse().unwrap());
+            let _lock = store.get_lock(&args[2], Some(expires)).unwrap();
+            println!("held");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        "loop" => {
+            let (url, name) = (&args[1], &args[2]);
+            let deadline = Instant::now() + Duration::from_millis(args[3].parse().unwrap());
+            let (marker, counter) = (PathBuf::from(&args[4]), PathBuf::from(&args[5]));
+            let store = LockStore::builder(url)
+                .connection_timeout(Duration::from_millis(500))
+                .open()
+                .unwrap();
+            let mut tally = Tally::default();
+            while Instant::now() < deadline {
+                match store.get_lock(name, Some(Duration::from_secs(5))) {
+                    Ok(lock) => {
+                        tally.won += 1;
+                        if tally.other > 0 {
+                            tally.recovered += 1;
+                        }
+                        match OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .open(&marker)
+                        {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == ErrorKind::AlreadyExists => tally.overlap += 1,
+                            Err(e) => panic!("marker: {e}"),
+                        }
+                        let n: usize = fs::read_to_string(&counter)
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        std::thread::sleep(Duration::from_millis(2));
+                        fs::write(&counter, (n + 1).to_string()).unwrap();
+                        let _ = fs::remove_file(&marker);
+                        if let Err(e) = store.unlock(&lock) {
+                            eprintln!("release failed: {e}");
+                            tally.other += 1;
+                        }
+                    }
+                    Err(e) if e.is_locked() => tally.locked += 1,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        tally.other += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            tally.print();
         }
         "open" => {
             wait_for(Path::new(&args[3]));
