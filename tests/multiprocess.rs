@@ -30,8 +30,11 @@ fn main() {
     }
 }
 
+/// A test run on each backend.
+type BackendTest = (&'static str, fn(&TestDb));
+
 /// The tests run on each backend.
-const TESTS: [(&str, fn(&TestDb)); 3] = [
+const TESTS: [BackendTest; 3] = [
     ("race_for_one_name", race_for_one_name),
     (
         "fresh_database_opened_at_once",
