@@ -40,6 +40,8 @@ pub struct LockMgr {
     wait: Option<Duration>,
     locked_by: Option<String>,
     lock_process: Option<i64>,
+    keepalive: bool,
+    min_hold: Option<Duration>,
 }
 
 impl LockMgr {
@@ -51,6 +53,8 @@ impl LockMgr {
             wait: None,
             locked_by: None,
             lock_process: Some(i64::from(std::process::id())),
+            keepalive: false,
+            min_hold: None,
         }
     }
 
@@ -86,13 +90,66 @@ impl LockMgr {
         self
     }
 
+    /// While the guard lives, renew the lock in the background (owner-checked) at about
+    /// a third of its expiry, so a job may outlive the expiry it asked for. If a
+    /// renewal finds the lock gone or someone else's, the guard is marked lost
+    /// ([`LockGuard::is_lost`], [`LockGuard::lost_signal`]). Renewal stops the moment
+    /// the guard is dropped or unlocked. No effect on a lock that never expires.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// let guard = store
+    ///     .lock_mgr("long-job")
+    ///     .expires(Some(Duration::from_secs(1)))
+    ///     .keepalive(true)
+    ///     .acquire()?;
+    /// std::thread::sleep(Duration::from_millis(1500)); // longer than the expiry
+    /// assert!(!guard.is_lost() && store.is_locked("long-job")?);
+    /// # Ok(()) }
+    /// ```
+    pub fn keepalive(mut self, keepalive: bool) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Keep the lock at least `min_hold` after it was taken: a guard released sooner
+    /// leaves the row in place until `acquired + min_hold` (by the database clock)
+    /// instead of deleting it, so the same job on another host does not run again in
+    /// the same window. Applies to the main lock.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// drop(store.lock_mgr("hourly").hold_at_least(Duration::from_secs(60)).acquire()?);
+    /// // The job finished at once, but the lock stays for the rest of the minute.
+    /// assert!(store.lock_mgr("hourly").acquire().unwrap_err().is_locked());
+    /// # Ok(()) }
+    /// ```
+    pub fn hold_at_least(mut self, min_hold: Duration) -> Self {
+        self.min_hold = Some(min_hold).filter(|d| !d.is_zero());
+        self
+    }
+
     /// Take the lock, retrying until the wait is over; [`Error::Locked`](crate::Error::Locked)
     /// (describing the holder last seen) when it could not be had.
+    ///
+    /// A waiter sleeps between tries, and wakes early when the lock is released by
+    /// this process (any store of the same database) or, on PostgreSQL, by any process
+    /// (`LISTEN`/`NOTIFY`); it also wakes when the holder's lock expires. Waiters get
+    /// no ordering guarantee: after a release, whichever retry lands first wins.
     pub fn acquire(self) -> Result<LockGuard> {
         let started = Instant::now();
         let deadline = self.wait.map(|wait| started + wait);
         let spec = self.spec();
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.store.backend());
+        // Interest in releases is registered before each try, so a release between a
+        // failed try and the sleep still ends the sleep.
+        let mut ticket = deadline.map(|_| self.store.wake_ticket(&self.name));
         let mut attempts = 1u32;
         loop {
             match self.store.acquire_once(&spec)? {
@@ -106,10 +163,11 @@ impl LockMgr {
                 }
                 Err(holder) => {
                     let delay = deadline.and_then(|deadline| backoff.delay(&holder, deadline));
-                    let Some(delay) = delay else {
+                    let (Some(delay), Some(ticket)) = (delay, ticket.as_mut()) else {
                         return Err(locked_error(&holder));
                     };
-                    std::thread::sleep(delay);
+                    ticket.wait(delay);
+                    ticket.renew();
                     attempts += 1;
                 }
             }
@@ -122,6 +180,7 @@ impl LockMgr {
             expires: self.expires,
             locked_by: self.locked_by.as_deref(),
             lock_process: self.lock_process,
+            waiting: self.wait.is_some(),
         }
     }
 
@@ -130,6 +189,8 @@ impl LockMgr {
             expires: self.expires,
             locked_by: self.locked_by.clone(),
             lock_process: self.lock_process,
+            keepalive: self.keepalive,
+            min_hold: self.min_hold,
         }
     }
 }
@@ -140,6 +201,8 @@ pub(crate) struct GuardSettings {
     pub(crate) expires: Option<Duration>,
     pub(crate) locked_by: Option<String>,
     pub(crate) lock_process: Option<i64>,
+    pub(crate) keepalive: bool,
+    pub(crate) min_hold: Option<Duration>,
 }
 
 impl GuardSettings {
@@ -149,6 +212,7 @@ impl GuardSettings {
             expires: self.expires,
             locked_by: self.locked_by.as_deref(),
             lock_process: self.lock_process,
+            waiting: false,
         }
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::builder::GuardSettings;
 use crate::error::{Error, Result};
+use crate::keepalive::{KeepAlive, LostSignal};
 use crate::model::Lock;
 use crate::store::{locked_error, LockStore};
 
@@ -15,7 +16,6 @@ pub const DEFAULT_RENEW: Duration = Duration::from_secs(120);
 ///
 /// Release is owner-checked: if a lock expired and someone else took it, dropping the
 /// guard leaves the new holder's lock alone. Dropping also releases during a panic.
-#[derive(Debug)]
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     store: LockStore,
@@ -23,16 +23,70 @@ pub struct LockGuard {
     extra: Vec<Lock>,
     settings: GuardSettings,
     released: bool,
+    keepalive: Option<KeepAlive>,
+    lost: LostSignal,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("main", &self.main)
+            .field("extra", &self.extra)
+            .field("released", &self.released)
+            .field("keepalive", &self.keepalive.is_some())
+            .field("lost", &self.lost.is_lost())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LockGuard {
     pub(crate) fn new(store: LockStore, main: Lock, settings: GuardSettings) -> Self {
-        LockGuard {
+        let mut guard = LockGuard {
             store,
             main,
             extra: Vec::new(),
             settings,
             released: false,
+            keepalive: None,
+            lost: LostSignal::default(),
+        };
+        guard.start_keepalive();
+        guard
+    }
+
+    /// (Re)start background renewal of the main lock, if asked for.
+    fn start_keepalive(&mut self) {
+        self.keepalive = None; // stops a previous renewal thread first
+        if let (true, Some(expires)) = (
+            self.settings.keepalive,
+            self.settings.expires.filter(|d| !d.is_zero()),
+        ) {
+            self.keepalive = Some(KeepAlive::start(
+                self.store.clone(),
+                self.main.clone(),
+                expires,
+                self.lost.clone(),
+            ));
+        }
+    }
+
+    /// Whether keep-alive found the main lock gone or taken over (see
+    /// [`LockMgr::keepalive`](crate::LockMgr::keepalive)). Always false without
+    /// keep-alive.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_lost()
+    }
+
+    /// The lost-lock signal, to poll, block on or `.await` while the job runs.
+    pub fn lost_signal(&self) -> LostSignal {
+        self.lost.clone()
+    }
+
+    /// The main lock as it stands now, including renewals made by keep-alive.
+    pub fn current_lock(&self) -> Lock {
+        match &self.keepalive {
+            Some(keepalive) => keepalive.latest(),
+            None => self.main.clone(),
         }
     }
 
@@ -111,12 +165,17 @@ impl LockGuard {
             return Ok(());
         }
         self.released = true;
+        self.keepalive = None; // renewals stop before the release
         let mut first_error = None;
-        for lock in self.extra.iter().rev().chain(std::iter::once(&self.main)) {
+        for lock in self.extra.iter().rev() {
             if let Err(err) = self.store.unlock(lock) {
                 tracing::warn!(name = %lock.name, fence = lock.fence, error = %err, "lockmgr: release failed");
                 first_error.get_or_insert(err);
             }
+        }
+        if let Err(err) = self.store.release_held(&self.main, self.settings.min_hold) {
+            tracing::warn!(name = %self.main.name, fence = self.main.fence, error = %err, "lockmgr: release failed");
+            first_error.get_or_insert(err);
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -52,6 +52,7 @@ mod dialect;
 mod error;
 mod global;
 mod guard;
+mod keepalive;
 mod migrate;
 mod model;
 mod name;
@@ -59,6 +60,7 @@ mod registry;
 mod set_lock;
 mod store;
 mod wait;
+mod wakeup;
 
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
@@ -70,6 +72,7 @@ pub use global::{
     set_default_store, set_lock, unlock,
 };
 pub use guard::{LockGuard, DEFAULT_RENEW};
+pub use keepalive::{LostFuture, LostSignal};
 pub use lockmgr_macros::locked;
 pub use model::Lock;
 pub use name::{validate_name, MAX_NAME_BYTES};

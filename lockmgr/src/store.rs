@@ -9,11 +9,12 @@ use crate::conn::{Pool, PoolOptions};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };
-use crate::dialect::{expiry_micros, AcquireRequest, LockConn, RenewRequest};
+use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{Error, Result};
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
 use crate::set_lock::{SetLockAction, SetLockReport, SetLockStatus};
+use crate::wakeup::{Ticket, WakeBoard};
 
 /// A handle on the locks of one database: cheap to clone, safe to share between
 /// threads (`Clone + Send + Sync`), backed by a connection pool.
@@ -52,6 +53,8 @@ struct Inner {
     url: DatabaseUrl,
     pool: Pool,
     locked_by: String,
+    /// Wakes this process's waiters on release; shared by every store of the database.
+    board: Arc<WakeBoard>,
 }
 
 impl fmt::Debug for LockStore {
@@ -175,11 +178,13 @@ impl LockStoreBuilder {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
         }
         let locked_by = self.locked_by.unwrap_or_else(default_locked_by);
+        let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
                 pool,
                 locked_by,
+                board,
             }),
         })
     }
@@ -203,6 +208,9 @@ pub(crate) struct AcquireSpec<'a> {
     pub(crate) expires: Option<Duration>,
     pub(crate) locked_by: Option<&'a str>,
     pub(crate) lock_process: Option<i64>,
+    /// The caller will wait if the lock is held: flag the holder's row so that its
+    /// release notifies (PostgreSQL).
+    pub(crate) waiting: bool,
 }
 
 impl LockStore {
@@ -263,6 +271,7 @@ impl LockStore {
             expires,
             locked_by: None,
             lock_process: Some(i64::from(std::process::id())),
+            waiting: false,
         })?
         .map_err(|holder| locked_error(&holder))
     }
@@ -271,16 +280,41 @@ impl LockStore {
     /// by name: whoever holds it. Whether a row went away; releasing twice is fine.
     pub fn unlock<'a>(&self, target: impl Into<LockRef<'a>>) -> Result<bool> {
         let target = target.into();
-        validate_name(target.name())?;
-        let released = self.with_conn(|conn| Ok(conn.release(target.name(), target.owner())?))?;
-        tracing::debug!(name = target.name(), released, "lockmgr: release");
+        self.release(&ReleaseRequest {
+            name: target.name(),
+            owner: target.owner(),
+            min_hold_us: None,
+        })
+    }
+
+    /// Release one acquisition, keeping its row until `min_hold` after it was taken
+    /// if that has not passed yet (see [`LockMgr::hold_at_least`]).
+    pub(crate) fn release_held(&self, lock: &Lock, min_hold: Option<Duration>) -> Result<bool> {
+        self.release(&ReleaseRequest {
+            name: &lock.name,
+            owner: Some(&lock.owner),
+            min_hold_us: expiry_micros(min_hold),
+        })
+    }
+
+    fn release(&self, request: &ReleaseRequest<'_>) -> Result<bool> {
+        validate_name(request.name)?;
+        let released = self.with_conn(|conn| Ok(conn.release(request)?))?;
+        if released {
+            self.inner.board.wake(request.name);
+        }
+        tracing::debug!(name = request.name, released, "lockmgr: release");
         Ok(released)
     }
 
     /// Release `name` only if its lock has expired (a stale row); whether a row went away.
     pub fn unlock_if_expired(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
-        self.with_conn(|conn| Ok(conn.release_if_expired(name)?))
+        let released = self.with_conn(|conn| Ok(conn.release_if_expired(name)?))?;
+        if released {
+            self.inner.board.wake(name);
+        }
+        Ok(released)
     }
 
     /// Release exactly these acquisitions (owner-checked, in one transaction): a lock
@@ -289,17 +323,25 @@ impl LockStore {
     /// This is how to delete "what was listed": read [`list_locks`](LockStore::list_locks),
     /// show it, then pass the same list here.
     pub fn unlock_all(&self, locks: &[Lock]) -> Result<usize> {
-        let mut released = 0;
+        let mut released = Vec::new();
         self.with_conn(|conn| {
             conn.in_transaction(&mut |conn| {
-                released = 0;
+                released.clear();
                 for lock in locks {
-                    released += usize::from(conn.release(&lock.name, Some(&lock.owner))?);
+                    let request = ReleaseRequest {
+                        name: &lock.name,
+                        owner: Some(&lock.owner),
+                        min_hold_us: None,
+                    };
+                    if conn.release(&request)? {
+                        released.push(lock.name.as_str());
+                    }
                 }
                 Ok(())
             })
         })?;
-        Ok(released)
+        released.iter().for_each(|name| self.inner.board.wake(name));
+        Ok(released.len())
     }
 
     /// Whether `name` is held (by anyone) and has not expired.
@@ -311,7 +353,7 @@ impl LockStore {
     /// The lock `name` if it is held and has not expired.
     pub fn find_lock(&self, name: &str) -> Result<Option<Lock>> {
         validate_name(name)?;
-        let row = self.with_conn(|conn| Ok(conn.find(name)?))?;
+        let row = self.with_conn(|conn| Ok(conn.find(name, false)?))?;
         Ok(row
             .filter(|row| !row_expired(row))
             .map(|row| Lock::from_row(row, Instant::now())))
@@ -329,12 +371,20 @@ impl LockStore {
 
     /// Delete every expired lock; how many went. Locks that never expire stay.
     pub fn clean_locks(&self) -> Result<usize> {
-        self.with_conn(|conn| Ok(conn.clean_expired()?))
+        let cleaned = self.with_conn(|conn| Ok(conn.clean_expired()?))?;
+        if cleaned > 0 {
+            self.inner.board.wake_all();
+        }
+        Ok(cleaned)
     }
 
     /// Delete every lock, live or not; how many went.
     pub fn reset_locks(&self) -> Result<usize> {
-        self.with_conn(|conn| Ok(conn.delete_all()?))
+        let deleted = self.with_conn(|conn| Ok(conn.delete_all()?))?;
+        if deleted > 0 {
+            self.inner.board.wake_all();
+        }
+        Ok(deleted)
     }
 
     /// Extend a lock, as django-lockmgr's `renew_lock`:
@@ -485,7 +535,7 @@ impl LockStore {
                 if let Some(row) = conn.acquire(&request)? {
                     return Ok(Ok(row));
                 }
-                if let Some(row) = conn.find(spec.name)? {
+                if let Some(row) = conn.find(spec.name, spec.waiting)? {
                     if !row_expired(&row) {
                         return Ok(Err(row));
                     }
@@ -507,6 +557,15 @@ impl LockStore {
             }
             Err(row) => Err(Lock::from_row(row, now)),
         })
+    }
+
+    /// Interest in the next release of `name`, taken before an acquisition attempt;
+    /// on PostgreSQL this also makes sure the release listener runs.
+    pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
+        if self.inner.url.backend == Backend::Postgres {
+            crate::wakeup::spawn_pg_listener(&self.inner.board, self.inner.url.target.clone());
+        }
+        self.inner.board.ticket(name)
     }
 
     fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {
@@ -569,7 +628,7 @@ fn set_one(
                 ));
             }
         }
-        let existing = conn.find(name)?.filter(|row| !row_expired(row));
+        let existing = conn.find(name, false)?.filter(|row| !row_expired(row));
         let Some(existing) = existing else {
             if create {
                 continue; // the holder let go between the two statements: take it

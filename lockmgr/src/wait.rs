@@ -5,18 +5,33 @@ use std::time::{Duration, Instant};
 
 use crate::model::Lock;
 
+use crate::database_url::Backend;
+
 const FIRST: Duration = Duration::from_millis(5);
-const CAP: Duration = Duration::from_millis(250);
+
+/// The longest sleep between tries. Where releases are announced across processes
+/// (PostgreSQL `NOTIFY`), polling is only a fallback; elsewhere it is how a waiter in
+/// another process learns of a release, so it stays short.
+fn cap(backend: Backend) -> Duration {
+    match backend {
+        Backend::Postgres => Duration::from_millis(250),
+        _ => Duration::from_millis(30),
+    }
+}
 
 /// The retry schedule of one wait.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
+    cap: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new() -> Self {
-        Backoff { next: FIRST }
+    pub(crate) fn new(backend: Backend) -> Self {
+        Backoff {
+            next: FIRST,
+            cap: cap(backend),
+        }
     }
 
     /// How long to sleep before the next try, given the holder seen by the last one and
@@ -27,7 +42,7 @@ impl Backoff {
             return None;
         }
         let mut delay = jitter(self.next);
-        self.next = (self.next * 3 / 2).min(CAP);
+        self.next = (self.next * 3 / 2).min(self.cap);
         if let Some(expires_in) = holder.expires_in() {
             // Be there the moment the holder's lock runs out (plus a hair, so the
             // database sees it expired).

@@ -26,6 +26,17 @@ pub(crate) struct AcquireRequest<'a> {
     pub(crate) expires_us: Option<i64>,
 }
 
+/// Release a lock.
+pub(crate) struct ReleaseRequest<'a> {
+    pub(crate) name: &'a str,
+    /// `Some`: only the row of that acquisition; `None`: whoever holds it.
+    pub(crate) owner: Option<&'a str>,
+    /// Hold at least: if the lock was acquired less than this many microseconds ago
+    /// (by the database clock), keep the row until `created_at` + this, under an owner
+    /// token nobody has, instead of deleting it. Only with `owner`.
+    pub(crate) min_hold_us: Option<i64>,
+}
+
 /// Extend a lock's expiry.
 pub(crate) struct RenewRequest<'a> {
     pub(crate) name: &'a str,
@@ -44,12 +55,14 @@ pub(crate) trait LockConn {
     /// row is in the way.
     fn acquire(&mut self, req: &AcquireRequest<'_>) -> QueryResult<Option<LockRow>>;
 
-    /// The row of `name`, live or expired.
-    fn find(&mut self, name: &str) -> QueryResult<Option<LockRow>>;
+    /// The row of `name`, live or expired. With `waiting`, also mark the row as
+    /// waited for, so that its release wakes waiters in other processes (PostgreSQL
+    /// `NOTIFY`; backends without notifications ignore it).
+    fn find(&mut self, name: &str, waiting: bool) -> QueryResult<Option<LockRow>>;
 
-    /// Delete the row of `name` (only if it carries `owner`, when given). Whether a
-    /// row went away.
-    fn release(&mut self, name: &str, owner: Option<&str>) -> QueryResult<bool>;
+    /// Release a lock (see [`ReleaseRequest`]). Whether the acquisition ended: its row
+    /// went away, or is kept by `min_hold_us` under an owner token nobody has.
+    fn release(&mut self, req: &ReleaseRequest<'_>) -> QueryResult<bool>;
 
     /// Delete the row of `name` only if it has expired. Whether a row went away.
     fn release_if_expired(&mut self, name: &str) -> QueryResult<bool>;

@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, RenewRequest};
+use super::{AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::Result;
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -93,26 +93,70 @@ impl LockConn for PgConnection {
              ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, \
              locked_by = EXCLUDED.locked_by, lock_process = EXCLUDED.lock_process, \
              locked_until = EXCLUDED.locked_until, created_at = EXCLUDED.created_at, \
-             updated_at = EXCLUDED.updated_at, fence = EXCLUDED.fence \
+             updated_at = EXCLUDED.updated_at, fence = EXCLUDED.fence, waiters = false \
              WHERE l.locked_until <= now() RETURNING",
         )
         .sql(COLUMNS);
         one(stmt, self)
     }
 
-    fn find(&mut self, name: &str) -> QueryResult<Option<LockRow>> {
-        let stmt = Stmt::new("SELECT")
-            .sql(COLUMNS)
-            .sql(" FROM lockmgr_lock WHERE name = ")
-            .bind_text(name);
+    fn find(&mut self, name: &str, waiting: bool) -> QueryResult<Option<LockRow>> {
+        let stmt = if waiting {
+            Stmt::new("UPDATE lockmgr_lock SET waiters = true WHERE name = ")
+                .bind_text(name)
+                .sql(" RETURNING")
+                .sql(COLUMNS)
+        } else {
+            Stmt::new("SELECT")
+                .sql(COLUMNS)
+                .sql(" FROM lockmgr_lock WHERE name = ")
+                .bind_text(name)
+        };
         one(stmt, self)
     }
 
-    fn release(&mut self, name: &str, owner: Option<&str>) -> QueryResult<bool> {
-        let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(name);
-        let stmt = match owner {
-            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-            None => stmt,
+    fn release(&mut self, req: &ReleaseRequest<'_>) -> QueryResult<bool> {
+        // One statement: the delete, and a NOTIFY (delivered at commit) only when a
+        // waiter has flagged the row. With a minimum hold not yet reached, the row is
+        // kept until it is, under an owner token nobody has.
+        let stmt = match (req.owner, req.min_hold_us) {
+            (Some(owner), Some(min_hold_us)) => Stmt::new(
+                "WITH kept AS (UPDATE lockmgr_lock SET owner = owner || ':released', \
+                 locked_until = created_at + ",
+            )
+            .bind_opt_bigint(Some(min_hold_us))
+            .sql(" * interval '1 microsecond', updated_at = now() WHERE name = ")
+            .bind_text(req.name)
+            .sql(" AND owner = ")
+            .bind_text(owner)
+            .sql(" AND created_at + ")
+            .bind_opt_bigint(Some(min_hold_us))
+            .sql(
+                " * interval '1 microsecond' > now() RETURNING name), \
+                 gone AS (DELETE FROM lockmgr_lock WHERE name = ",
+            )
+            .bind_text(req.name)
+            .sql(" AND owner = ")
+            .bind_text(owner)
+            .sql(" AND created_at + ")
+            .bind_opt_bigint(Some(min_hold_us))
+            .sql(
+                " * interval '1 microsecond' <= now() RETURNING name, waiters) \
+                 SELECT name, NULL::void FROM kept UNION ALL SELECT name, \
+                 CASE WHEN waiters THEN pg_notify('lockmgr_release', name) END FROM gone",
+            ),
+            (owner, _) => {
+                let stmt = Stmt::new("WITH gone AS (DELETE FROM lockmgr_lock WHERE name = ")
+                    .bind_text(req.name);
+                let stmt = match owner {
+                    Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
+                    None => stmt,
+                };
+                stmt.sql(
+                    " RETURNING name, waiters) SELECT name, \
+                     CASE WHEN waiters THEN pg_notify('lockmgr_release', name) END FROM gone",
+                )
+            }
         };
         Ok(stmt.execute(self)? > 0)
     }

@@ -11,7 +11,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, RenewRequest};
+use super::{AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::Result;
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -109,7 +109,8 @@ impl LockConn for SqliteConnection {
         one(stmt, self)
     }
 
-    fn find(&mut self, name: &str) -> QueryResult<Option<LockRow>> {
+    fn find(&mut self, name: &str, _waiting: bool) -> QueryResult<Option<LockRow>> {
+        // No notifications across processes: waiters poll (see wait.rs).
         let stmt = Stmt::new("SELECT")
             .sql(COLUMNS)
             .sql(" FROM lockmgr_lock WHERE name = ")
@@ -117,9 +118,32 @@ impl LockConn for SqliteConnection {
         one(stmt, self)
     }
 
-    fn release(&mut self, name: &str, owner: Option<&str>) -> QueryResult<bool> {
-        let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(name);
-        let stmt = match owner {
+    fn release(&mut self, req: &ReleaseRequest<'_>) -> QueryResult<bool> {
+        if let (Some(owner), Some(min_hold_us)) = (req.owner, req.min_hold_us) {
+            // Held for less than the minimum: keep the row until created_at + min_hold,
+            // under an owner token nobody has. Else fall through to the delete.
+            let kept = Stmt::new(
+                "UPDATE lockmgr_lock SET owner = owner || ':released', \
+                 locked_until = strftime('%Y-%m-%d %H:%M:%f', created_at, printf('%.6f seconds', ",
+            )
+            .bind_opt_bigint(Some(min_hold_us))
+            .sql(" / 1000000.0)), updated_at = ")
+            .sql(NOW)
+            .sql(" WHERE name = ")
+            .bind_text(req.name)
+            .sql(" AND owner = ")
+            .bind_text(owner)
+            .sql(" AND strftime('%Y-%m-%d %H:%M:%f', created_at, printf('%.6f seconds', ")
+            .bind_opt_bigint(Some(min_hold_us))
+            .sql(" / 1000000.0)) > ")
+            .sql(NOW)
+            .execute(self)?;
+            if kept > 0 {
+                return Ok(true);
+            }
+        }
+        let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(req.name);
+        let stmt = match req.owner {
             Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
             None => stmt,
         };

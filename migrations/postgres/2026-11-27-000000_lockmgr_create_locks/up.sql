@@ -18,5 +18,8 @@ CREATE TABLE lockmgr_lock (
     locked_until TIMESTAMPTZ,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    fence        BIGINT NOT NULL DEFAULT nextval('lockmgr_lock_fence_seq')
+    fence        BIGINT NOT NULL DEFAULT nextval('lockmgr_lock_fence_seq'),
+    -- Set by a process that waits for this lock: its release then sends
+    -- NOTIFY lockmgr_release, '<name>' (an uncontended release sends nothing).
+    waiters      BOOLEAN NOT NULL DEFAULT false
 );

@@ -1,0 +1,144 @@
+//! Hand-off latency: from the holder's release to the waiter's acquire.
+//!
+//! `cargo bench --bench handoff` prints a markdown table (copied into
+//! docs/BENCHMARKS.md): p50, p90 and max over `HANDOFFS` hand-offs, between two stores
+//! in one process (two threads) and between two processes, on a SQLite file and on a
+//! throwaway PostgreSQL (durable settings).
+//!
+//! Two parties take turns on one lock: each waits for it (`wait = 30 s`), holds it for
+//! a moment, notes the release time and releases, then pauses before waiting again, so
+//! the other party — already waiting — takes it. A hand-off's latency is the other
+//! party's acquire time minus that release time (wall clock of the same machine).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lockmgr::{Backend, LockStore};
+use testkit::PgCluster;
+
+const HANDOFFS: usize = 30;
+const HOLD: Duration = Duration::from_millis(400);
+const PAUSE: Duration = Duration::from_millis(50);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--party") {
+        for event in party(&args[1], HANDOFFS / 2 + 1) {
+            println!("{} {}", event.0, event.1);
+        }
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let cluster =
+        PgCluster::start(&["fsync=on", "synchronous_commit=on"]).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let targets = [
+        (
+            Backend::Sqlite,
+            dir.path()
+                .join("handoff.sqlite3")
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
+        (Backend::Postgres, cluster.new_database()),
+    ];
+    println!("## Hand-off latency, release → waiter's acquire ({HANDOFFS}+ hand-offs each)\n");
+    println!("| backend | parties | p50 | p90 | max | hand-offs |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (backend, url) in &targets {
+        LockStore::open(url).unwrap();
+        for (label, events) in [
+            ("two stores, one process", in_process(url)),
+            ("two processes", two_processes(url)),
+        ] {
+            let mut latencies = handoff_latencies(events);
+            latencies.sort();
+            let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "| {backend} | {label} | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+                ms(pick(0.5)),
+                ms(pick(0.9)),
+                ms(*latencies.last().unwrap()),
+                latencies.len()
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// One party: `turns` times wait for the lock, hold it, release it, pause. The events:
+/// ("acquired" | "released", unix ns).
+fn party(url: &str, turns: usize) -> Vec<(&'static str, u128)> {
+    let store = LockStore::open(url).unwrap();
+    let mut events = Vec::new();
+    for _ in 0..turns {
+        let guard = store
+            .lock_mgr("bench:handoff")
+            .expires(Some(Duration::from_secs(60)))
+            .wait(Duration::from_secs(30))
+            .acquire()
+            .unwrap();
+        events.push(("acquired", now_ns()));
+        std::thread::sleep(HOLD);
+        events.push(("released", now_ns()));
+        drop(guard);
+        std::thread::sleep(PAUSE);
+    }
+    events
+}
+
+fn in_process(url: &str) -> Vec<(&'static str, u128)> {
+    let other = {
+        let url = url.to_string();
+        std::thread::spawn(move || party(&url, HANDOFFS / 2 + 1))
+    };
+    let mut events = party(url, HANDOFFS / 2 + 1);
+    events.extend(other.join().unwrap());
+    events
+}
+
+fn two_processes(url: &str) -> Vec<(&'static str, u128)> {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--party", url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut events = party(url, HANDOFFS / 2 + 1);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    for line in BufReader::new(&out.stdout[..]).lines() {
+        let line = line.unwrap();
+        let (kind, ns) = line.split_once(' ').unwrap();
+        let kind = if kind == "acquired" {
+            "acquired"
+        } else {
+            "released"
+        };
+        events.push((kind, ns.parse().unwrap()));
+    }
+    events
+}
+
+/// In time order, each acquire that follows a release is one hand-off.
+fn handoff_latencies(mut events: Vec<(&'static str, u128)>) -> Vec<Duration> {
+    events.sort_by_key(|e| e.1);
+    events
+        .windows(2)
+        .filter(|w| w[0].0 == "released" && w[1].0 == "acquired")
+        .map(|w| Duration::from_nanos((w[1].1 - w[0].1) as u64))
+        .collect()
+}

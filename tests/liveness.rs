@@ -1,0 +1,194 @@
+//! Liveness on both backends: prompt hand-off to waiters, keep-alive with its
+//! lost-lock signal, and hold-at-least. Time bounds here are deliberately generous
+//! (seconds, not milliseconds): speed is measured in benches/handoff.rs.
+
+use std::time::{Duration, Instant};
+
+use testkit::TestDb;
+
+fn waiter_gets_a_released_lock_promptly(db: &TestDb) {
+    let holder_store = db.store();
+    let waiter_store = db.store(); // another store of the same database
+    let lock = holder_store
+        .get_lock("live:handoff", Some(Duration::from_secs(60)))
+        .unwrap();
+    let waiter = std::thread::spawn(move || {
+        let guard = waiter_store
+            .lock_mgr("live:handoff")
+            .wait(Duration::from_secs(30))
+            .acquire()
+            .unwrap();
+        (Instant::now(), guard.fence())
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // let the waiter's backoff grow
+    let released_at = Instant::now();
+    assert!(holder_store.unlock(&lock).unwrap());
+    let (acquired_at, fence) = waiter.join().unwrap();
+    let late = acquired_at.duration_since(released_at);
+    assert!(
+        late < Duration::from_secs(2),
+        "the waiter took {late:?} after the release"
+    );
+    assert!(fence > lock.fence);
+}
+
+fn keepalive_outlives_the_expiry(db: &TestDb) {
+    let store = db.store();
+    let observer = db.store();
+    let guard = store
+        .lock_mgr("live:long")
+        .expires(Some(Duration::from_secs(2)))
+        .keepalive(true)
+        .acquire()
+        .unwrap();
+    let first_until = guard.main_lock().locked_until.unwrap();
+    // A 6 s body on a 2 s lock: nobody else may take it meanwhile.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        assert!(observer
+            .get_lock("live:long", None)
+            .unwrap_err()
+            .is_locked());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!guard.is_lost());
+    let current = guard.current_lock();
+    assert!(current.locked_until.unwrap() > first_until + chrono::Duration::seconds(3));
+    assert_eq!(current.fence, guard.fence());
+    drop(guard);
+    assert!(!observer.is_locked("live:long").unwrap());
+}
+
+fn lock_cleared_from_outside_marks_the_guard_lost(db: &TestDb) {
+    let store = db.store();
+    let guard = store
+        .lock_mgr("live:cleared")
+        .expires(Some(Duration::from_millis(900)))
+        .keepalive(true)
+        .acquire()
+        .unwrap();
+    let signal = guard.lost_signal();
+    assert!(
+        !signal.wait_timeout(Duration::from_millis(400)),
+        "lost while nobody touched it"
+    );
+    // What `lockmgr clear-lock` does: release by name, whoever holds it.
+    assert!(db.store().unlock("live:cleared").unwrap());
+    assert!(
+        signal.wait_timeout(Duration::from_secs(10)),
+        "keep-alive did not notice"
+    );
+    assert!(guard.is_lost());
+    // Someone else may now take it, and the lost guard's drop leaves theirs alone.
+    let other = db
+        .store()
+        .get_lock("live:cleared", Some(Duration::from_secs(60)))
+        .unwrap();
+    drop(guard);
+    assert!(store
+        .find_lock("live:cleared")
+        .unwrap()
+        .unwrap()
+        .same_acquisition(&other));
+}
+
+fn lock_taken_over_during_keepalive_is_lost(db: &TestDb) {
+    let store = db.store();
+    let guard = store
+        .lock_mgr("live:taken")
+        .expires(Some(Duration::from_millis(600)))
+        .keepalive(true)
+        .acquire()
+        .unwrap();
+    // Simulate a takeover: an admin clears it and another holder takes it at once.
+    store.unlock("live:taken").unwrap();
+    let thief = store
+        .get_lock("live:taken", Some(Duration::from_secs(60)))
+        .unwrap();
+    assert!(guard.lost_signal().wait_timeout(Duration::from_secs(10)));
+    let now = store.find_lock("live:taken").unwrap().unwrap();
+    assert!(now.same_acquisition(&thief));
+    assert_eq!(
+        now.locked_until, thief.locked_until,
+        "the lost guard renewed the thief's lock"
+    );
+}
+
+fn dropping_the_guard_stops_renewals(db: &TestDb) {
+    let store = db.store();
+    let guard = store
+        .lock_mgr("live:stop")
+        .expires(Some(Duration::from_millis(300)))
+        .keepalive(true)
+        .acquire()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        store.is_locked("live:stop").unwrap(),
+        "renewed past its first expiry"
+    );
+    drop(guard);
+    assert!(!store.is_locked("live:stop").unwrap());
+    // Several renewal periods later, nothing has brought the row back.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!store.is_locked("live:stop").unwrap());
+    assert!(store.find_lock("live:stop").unwrap().is_none());
+}
+
+fn min_hold_keeps_the_row_for_the_window(db: &TestDb) {
+    let store = db.store();
+    let other = db.store();
+    let guard = store
+        .lock_mgr("live:cron")
+        .expires(Some(Duration::from_secs(60)))
+        .hold_at_least(Duration::from_millis(1500))
+        .acquire()
+        .unwrap();
+    let taken = guard.main_lock().created_at;
+    drop(guard); // the job took no time at all
+    let kept = other
+        .find_lock("live:cron")
+        .unwrap()
+        .expect("the row stays for the window");
+    let window = kept.locked_until.unwrap() - taken;
+    assert!(
+        (window - chrono::Duration::milliseconds(1500))
+            .num_milliseconds()
+            .abs()
+            <= 5,
+        "{window}"
+    );
+    assert!(other.get_lock("live:cron", None).unwrap_err().is_locked());
+    // Then it frees itself, and can be taken again.
+    let waited = other
+        .lock_mgr("live:cron")
+        .wait(Duration::from_secs(20))
+        .acquire()
+        .unwrap();
+    assert!(waited.main_lock().created_at >= kept.locked_until.unwrap());
+}
+
+fn min_hold_passed_releases_at_once(db: &TestDb) {
+    let store = db.store();
+    let guard = store
+        .lock_mgr("live:slow-cron")
+        .hold_at_least(Duration::from_millis(200))
+        .acquire()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(guard);
+    assert!(
+        store.find_lock("live:slow-cron").unwrap().is_none(),
+        "held longer than min_hold: deleted"
+    );
+}
+
+testkit::backend_tests!(
+    waiter_gets_a_released_lock_promptly,
+    keepalive_outlives_the_expiry,
+    lock_cleared_from_outside_marks_the_guard_lost,
+    lock_taken_over_during_keepalive_is_lost,
+    dropping_the_guard_stops_renewals,
+    min_hold_keeps_the_row_for_the_window,
+    min_hold_passed_releases_at_once,
+);
