@@ -530,53 +530,82 @@ fn set_lock_fail_keeps_nothing(db: &TestDb) {
 
 fn invalid_names_are_refused(db: &TestDb) {
     let store = db.store();
+    let sentinel = store.get_lock("sentinel", MINUTE).unwrap();
     let long = "x".repeat(256);
     let huge = "y".repeat(1 << 20);
-    for bad in [
+    let bad_names = [
         "",
         "nul\0byte",
         "new\nline",
         "tab\t",
+        "esc\u{1b}[0m",
+        "c1\u{9b}",
         long.as_str(),
         huge.as_str(),
-    ] {
-        assert!(
-            matches!(store.get_lock(bad, None), Err(Error::InvalidName { .. })),
-            "{:?}",
-            &bad[..bad.len().min(20)]
+    ];
+    for bad in bad_names {
+        let shown = &bad[..bad.len().min(20)];
+        let invalid = |r: Result<(), Error>| {
+            assert!(
+                matches!(r, Err(Error::InvalidName { .. })),
+                "{shown:?}: {r:?}"
+            )
+        };
+        invalid(store.get_lock(bad, None).map(drop));
+        invalid(store.is_locked(bad).map(drop));
+        invalid(store.unlock(bad).map(drop));
+        invalid(store.unlock_if_expired(bad).map(drop));
+        invalid(store.find_lock(bad).map(drop));
+        invalid(store.renew_lock(bad, None, false, true).map(drop));
+        invalid(
+            store
+                .set_lock(["ok", bad], None, false, true, true)
+                .map(drop),
         );
-        assert!(matches!(
-            store.is_locked(bad),
-            Err(Error::InvalidName { .. })
-        ));
-        assert!(matches!(store.unlock(bad), Err(Error::InvalidName { .. })));
-        assert!(matches!(
-            store.renew_lock(bad, None, false, true),
-            Err(Error::InvalidName { .. })
-        ));
-        assert!(matches!(
-            store.set_lock(["ok", bad], None, false, true, true),
-            Err(Error::InvalidName { .. })
-        ));
-        assert!(store.lock_mgr(bad).acquire().is_err());
+        invalid(store.lock_mgr(bad).acquire().map(drop));
+        let mut guard = store.lock_mgr("guard-main").acquire().unwrap();
+        invalid(guard.lock(bad).map(drop));
     }
     assert!(
         !store.is_locked("ok").unwrap(),
         "a refused set_lock kept nothing"
     );
+    // The store still works, and no other lock was touched.
+    let after = store.find_lock("sentinel").unwrap().unwrap();
+    assert!(after.same_acquisition(&sentinel));
+    assert_eq!(
+        (after.locked_until, after.fence),
+        (sentinel.locked_until, sentinel.fence)
+    );
     // Names that look odd but are valid round-trip exactly, and are distinct.
     let max = "é".repeat(127);
-    for good in [
+    let odd = [
         "Job",
         "job",
         "quote'\"; DROP TABLE lockmgr_lock; --",
-        "日本語 ✓",
+        "日本語 ✓ émoji 🔒",
+        "%_*?\\",
         max.as_str(),
-    ] {
+    ];
+    for good in odd {
         let lock = store.get_lock(good, None).unwrap();
         assert_eq!(lock.name, good);
+        assert!(store.is_locked(good).unwrap());
     }
-    assert_eq!(store.list_locks().unwrap().len(), 5);
+    let mut listed: Vec<_> = store
+        .list_locks()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+    expected.push("sentinel".into());
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // LIKE-style characters are not patterns: releasing "%_*?\\" releases only it.
+    assert!(store.unlock("%_*?\\").unwrap());
+    assert_eq!(store.list_locks().unwrap().len(), odd.len());
 }
 
 fn stores_share_one_database(db: &TestDb) {
