@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use diesel::RunQueryDsl;
 use testkit::TestDb;
 
 fn waiter_gets_a_released_lock_promptly(db: &TestDb) {
@@ -192,3 +193,52 @@ testkit::backend_tests!(
     min_hold_keeps_the_row_for_the_window,
     min_hold_passed_releases_at_once,
 );
+
+/// PostgreSQL: a release sends `NOTIFY lockmgr_release, '<name>'` when, and only when,
+/// someone waits for the lock (an uncontended release stays one plain statement).
+#[test]
+fn postgres_release_notifies_only_waited_locks() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+
+    let db = TestDb::postgres();
+    let store = db.store();
+    let mut listener = PgConnection::establish(db.url()).unwrap();
+    listener.batch_execute("LISTEN lockmgr_release").unwrap();
+    let mut received = |listener: &mut PgConnection| -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(200));
+        listener
+            .notifications_iter()
+            .map(|n| n.unwrap().payload)
+            .collect()
+    };
+
+    let quiet = store.get_lock("notify:quiet", None).unwrap();
+    store.unlock(&quiet).unwrap();
+    assert_eq!(
+        received(&mut listener),
+        Vec::<String>::new(),
+        "an unwaited release notified"
+    );
+
+    let held = store.get_lock("notify:waited", None).unwrap();
+    let waiter_store = db.store();
+    let waiter = std::thread::spawn(move || {
+        waiter_store
+            .lock_mgr("notify:waited")
+            .wait(Duration::from_secs(30))
+            .acquire()
+            .map(|guard| guard.fence())
+    });
+    assert!(testkit::eventually(Duration::from_secs(10), || {
+        // The waiter has flagged the row once it has tried and failed.
+        let mut conn = PgConnection::establish(db.url()).unwrap();
+        diesel::sql_query("SELECT name FROM lockmgr_lock WHERE name = 'notify:waited' AND waiters")
+            .execute(&mut conn)
+            .unwrap()
+            == 1
+    }));
+    store.unlock(&held).unwrap();
+    assert!(waiter.join().unwrap().unwrap() > held.fence);
+    assert_eq!(received(&mut listener), ["notify:waited"]);
+}

@@ -146,7 +146,7 @@ impl LockMgr {
         let started = Instant::now();
         let deadline = self.wait.map(|wait| started + wait);
         let spec = self.spec();
-        let mut backoff = Backoff::new(self.store.backend());
+        let mut backoff = Backoff::new(self.store.poll_cap());
         // Interest in releases is registered before each try, so a release between a
         // failed try and the sleep still ends the sleep.
         let mut ticket = deadline.map(|_| self.store.wake_ticket(&self.name));

@@ -55,6 +55,8 @@ struct Inner {
     locked_by: String,
     /// Wakes this process's waiters on release; shared by every store of the database.
     board: Arc<WakeBoard>,
+    /// The longest sleep of a waiter between tries.
+    poll_cap: Duration,
 }
 
 impl fmt::Debug for LockStore {
@@ -133,6 +135,7 @@ pub struct LockStoreBuilder {
     options: PoolOptions,
     locked_by: Option<String>,
     migrate: bool,
+    poll_cap: Option<Duration>,
 }
 
 impl LockStoreBuilder {
@@ -169,6 +172,16 @@ impl LockStoreBuilder {
         self
     }
 
+    /// The longest sleep of a waiter between two tries (default: 30 ms on SQLite, where
+    /// polling is how a waiter learns of a release in another process; 250 ms on
+    /// PostgreSQL, where releases are announced with `NOTIFY` and polling is only the
+    /// fallback). Waiters also wake early on a release in this process and when the
+    /// holder's lock expires.
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_cap = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
@@ -179,12 +192,16 @@ impl LockStoreBuilder {
         }
         let locked_by = self.locked_by.unwrap_or_else(default_locked_by);
         let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
+        let poll_cap = self
+            .poll_cap
+            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend));
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
                 pool,
                 locked_by,
                 board,
+                poll_cap,
             }),
         })
     }
@@ -228,6 +245,7 @@ impl LockStore {
             options: PoolOptions::default(),
             locked_by: None,
             migrate: true,
+            poll_cap: None,
         }
     }
 
@@ -557,6 +575,11 @@ impl LockStore {
             }
             Err(row) => Err(Lock::from_row(row, now)),
         })
+    }
+
+    /// The longest sleep of a waiter between tries.
+    pub(crate) fn poll_cap(&self) -> Duration {
+        self.inner.poll_cap
     }
 
     /// Interest in the next release of `name`, taken before an acquisition attempt;

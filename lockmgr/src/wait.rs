@@ -3,16 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::model::Lock;
-
 use crate::database_url::Backend;
+use crate::model::Lock;
 
 const FIRST: Duration = Duration::from_millis(5);
 
-/// The longest sleep between tries. Where releases are announced across processes
-/// (PostgreSQL `NOTIFY`), polling is only a fallback; elsewhere it is how a waiter in
-/// another process learns of a release, so it stays short.
-fn cap(backend: Backend) -> Duration {
+/// The default longest sleep between tries. Where releases are announced across
+/// processes (PostgreSQL `NOTIFY`), polling is only a fallback; elsewhere it is how a
+/// waiter in another process learns of a release, so it stays short.
+pub(crate) fn default_poll_cap(backend: Backend) -> Duration {
     match backend {
         Backend::Postgres => Duration::from_millis(250),
         _ => Duration::from_millis(30),
@@ -27,10 +26,11 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(backend: Backend) -> Self {
+    /// Sleeps grow from a few milliseconds up to `cap`.
+    pub(crate) fn new(cap: Duration) -> Self {
         Backoff {
-            next: FIRST,
-            cap: cap(backend),
+            next: FIRST.min(cap),
+            cap,
         }
     }
 

@@ -27,6 +27,9 @@ pub(crate) const CHANNEL: &str = "lockmgr_release";
 /// How often the listener thread drains notifications while someone waits.
 const LISTEN_POLL: Duration = Duration::from_millis(2);
 
+/// The listener closes its connection after this long without waiters.
+const IDLE_DISCONNECT: Duration = Duration::from_secs(30);
+
 /// The wake-ups of one database in this process.
 #[derive(Default)]
 pub(crate) struct WakeBoard {
@@ -220,14 +223,20 @@ fn pg_listen(board: Weak<WakeBoard>, url: &str) {
 
     let mut conn: Option<PgConnection> = None;
     let mut retry_in = Duration::from_millis(50);
+    let mut last_waiter = Instant::now();
     loop {
         let Some(board) = board.upgrade() else { return };
         if !board.has_waiters() {
             // Nobody waits: sleep, but come back now and then to notice the end of the
-            // board (the last store of this database dropped).
+            // board (the last store of this database dropped), and give the connection
+            // back after a while without waiters.
+            if last_waiter.elapsed() > IDLE_DISCONNECT {
+                conn = None;
+            }
             board.idle_until_waiters(Duration::from_secs(1));
             continue;
         }
+        last_waiter = Instant::now();
         if conn.is_none() {
             match PgConnection::establish(url).and_then(|mut c| {
                 c.batch_execute(&format!("LISTEN {CHANNEL}"))
