@@ -205,7 +205,7 @@ fn postgres_release_notifies_only_waited_locks() {
     let store = db.store();
     let mut listener = PgConnection::establish(db.url()).unwrap();
     listener.batch_execute("LISTEN lockmgr_release").unwrap();
-    let mut received = |listener: &mut PgConnection| -> Vec<String> {
+    let received = |listener: &mut PgConnection| -> Vec<String> {
         std::thread::sleep(Duration::from_millis(200));
         listener
             .notifications_iter()
