@@ -159,7 +159,7 @@ impl Ctx<'_> {
             if !self.quiet {
                 writeln!(
                     self.out,
-                    "To list your application's, run its own lockmgr binary: a file \
+                    "Your application's own lockmgr lists its #[locked] functions: add \
                      src/bin/lockmgr.rs with `use your_crate as _; fn main() {{ lockmgr::cli::main() }}`."
                 )?;
             }
