@@ -46,6 +46,8 @@
 #![warn(missing_docs)]
 
 mod builder;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod conn;
 mod database_url;
 mod dialect;
