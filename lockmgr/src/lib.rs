@@ -45,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod async_support;
 mod builder;
 mod conn;
 mod database_url;
@@ -52,6 +53,7 @@ mod dialect;
 mod error;
 mod global;
 mod guard;
+mod macro_support;
 mod migrate;
 mod model;
 mod name;
@@ -81,5 +83,8 @@ pub use store::{LockRef, LockStore, LockStoreBuilder};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::macro_support::{
+        acquire, acquire_async, default_store, given_store, render_name,
+    };
     pub use inventory;
 }
