@@ -6,6 +6,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::spanned::Spanned;
 use syn::{AttrStyle, ItemFn, LitStr};
 
 use crate::attr::LockedArgs;
@@ -71,8 +72,9 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
         ident
     });
     let name = quote!(::core::format_args!(#format #(, #values)*));
+    // A `store` of the wrong type is reported at the expression.
     let store = match &args.store {
-        Some(expr) => quote!(::lockmgr::__private::given_store(#expr)),
+        Some(expr) => quote_spanned!(expr.span()=> ::lockmgr::__private::given_store(#expr)),
         None => quote!(::lockmgr::__private::default_store()),
     };
 

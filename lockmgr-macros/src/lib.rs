@@ -249,7 +249,7 @@ fn locked_impl(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let template = args
         .name
         .as_ref()
-        .and_then(|lit| template::parse(lit, &mut errors));
+        .map(|lit| template::parse(lit, &mut errors));
     valid::check(&func, &args, template.as_ref(), &mut errors);
     match (errors.finish(), template) {
         (Ok(()), Some(template)) => expand::expand(func, args, template),

@@ -55,9 +55,10 @@ fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '@' | '-')
 }
 
-/// Parse the template in `lit`, recording every problem in `errors`; `None` if there
-/// was any.
-pub(crate) fn parse(lit: &LitStr, errors: &mut Errors) -> Option<Template> {
+/// Parse the template in `lit`, recording every problem in `errors`. The template is
+/// returned even then (with the placeholders that could be read), so that the checks
+/// against the function still run and report their own errors.
+pub(crate) fn parse(lit: &LitStr, errors: &mut Errors) -> Template {
     let text = lit.value();
     let mut problems: Vec<String> = Vec::new();
     let parts = split(&text, &mut problems);
@@ -108,16 +109,13 @@ pub(crate) fn parse(lit: &LitStr, errors: &mut Errors) -> Option<Template> {
             "lock name is too long: its fixed text is {fixed} bytes, a lock name is at most {MAX_NAME_BYTES}"
         ));
     }
-    if problems.is_empty() {
-        return Some(Template {
-            lit: lit.clone(),
-            parts,
-        });
-    }
     for problem in problems {
         errors.push(syn::Error::new(lit.span(), problem));
     }
-    None
+    Template {
+        lit: lit.clone(),
+        parts,
+    }
 }
 
 /// Split `text` into parts, describing each syntax problem in `problems`.
@@ -202,7 +200,7 @@ mod tests {
         let mut errors = Errors::default();
         let parsed = parse(&lit, &mut errors);
         match errors.finish() {
-            Ok(()) => Ok(parsed.expect("no errors, so a template").parts),
+            Ok(()) => Ok(parsed.parts),
             Err(err) => Err(err
                 .into_iter()
                 .map(|e| e.to_string())
@@ -236,7 +234,7 @@ mod tests {
     #[test]
     fn format_string_escapes_braces_again() {
         let lit = LitStr::new("a{{b}}:{x}-{y}", proc_macro2::Span::call_site());
-        let template = parse(&lit, &mut Errors::default()).unwrap();
+        let template = parse(&lit, &mut Errors::default());
         assert_eq!(template.format_string(), "a{{b}}:{}-{}");
         assert_eq!(template.placeholders().collect::<Vec<_>>(), ["x", "y"]);
     }
