@@ -192,6 +192,9 @@ mod valid;
 /// runtime, with `tokio::time::sleep`, the database calls going to tokio's blocking
 /// pool; otherwise with a timer future woken by a lockmgr helper thread, each attempt's
 /// single statement running on the polling thread. See `lockmgr::LockMgr::acquire_async`.
+/// The release is the guard's drop, as in sync code: one short blocking statement on
+/// the thread that finishes (or drops) the future. The future is `Send` whenever the
+/// body's is, so it can be spawned.
 ///
 /// ```
 /// # use lockmgr::locked;

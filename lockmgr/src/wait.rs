@@ -9,6 +9,8 @@ use crate::store::locked_error;
 
 const FIRST: Duration = Duration::from_millis(5);
 const CAP: Duration = Duration::from_millis(250);
+/// Waits longer than this are cut to it: a century.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The retry schedule of one wait.
 #[derive(Debug)]
@@ -57,7 +59,13 @@ impl Retry {
         let started = Instant::now();
         Retry {
             started,
-            deadline: wait.map(|wait| started + wait),
+            // A wait too long to add to an Instant (say `Duration::MAX`) waits for a
+            // century, rather than panicking.
+            deadline: wait.map(|wait| {
+                started
+                    .checked_add(wait.min(LONGEST_WAIT))
+                    .unwrap_or(started)
+            }),
             backoff: Backoff::new(),
             attempts: 1,
         }
@@ -138,6 +146,12 @@ mod tests {
         }
         assert!(sleeps >= 2, "{sleeps} sleeps");
         assert!(slept >= Duration::from_millis(50), "{slept:?}");
+    }
+
+    #[test]
+    fn an_endless_wait_does_not_overflow() {
+        let mut retry = Retry::new(Some(Duration::MAX));
+        assert!(retry.after_miss(&holder()).is_ok());
     }
 
     #[test]
