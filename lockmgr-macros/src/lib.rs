@@ -1,11 +1,273 @@
 //! The `#[locked]` attribute of [lockmgr](https://docs.rs/lockmgr); use it as
 //! `lockmgr::locked`.
+//!
+//! The crate follows the parse / validate / expand split: `attr` reads the arguments,
+//! `template` the name template, `valid` checks them against the function, and
+//! `expand` writes the guarded function. Every error of one attribute is collected
+//! (`errors`) and reported together, each at the offending token.
 
 use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::ToTokens;
+use syn::ItemFn;
 
-/// Guard a function with a named lock. (Not built yet: today it leaves the function
-/// unchanged.)
+mod attr;
+mod errors;
+mod expand;
+mod template;
+mod valid;
+
+/// Run a function under a named lock from a `lockmgr` store: every call renders the
+/// name, acquires the lock (retrying up to `wait`), runs the body, and releases the
+/// lock on every way out — return, `?`, panic, and (for `async fn`) a future dropped
+/// before it completes. When the lock cannot be had, the call returns
+/// `Err(E::from(lockmgr::Error::Locked { .. }))` and the body does not run.
+///
+/// ```
+/// use lockmgr::locked;
+///
+/// #[derive(Debug)]
+/// enum SyncError {
+///     Lock(lockmgr::Error),
+///     Remote(String),
+/// }
+///
+/// impl From<lockmgr::Error> for SyncError {
+///     fn from(err: lockmgr::Error) -> Self {
+///         SyncError::Lock(err)
+///     }
+/// }
+///
+/// #[locked(name = "sync-account:{id}", expires = 60, wait = 30)]
+/// fn sync_account(id: u64) -> Result<u64, SyncError> {
+///     // At most one process (on any host sharing the store) runs this for a given
+///     // `id` at a time; callers wait up to 30 s for their turn.
+///     Ok(id * 2)
+/// }
+/// # fn main() -> Result<(), SyncError> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+///
+/// assert_eq!(sync_account(21)?, 42);
+/// # Ok(()) }
+/// ```
+///
+/// The function must return `Result<T, E>` where `E: From<lockmgr::Error>`
+/// (`lockmgr::Error` itself, `anyhow::Error`, or your own error type). Its signature
+/// is kept exactly — visibility, generics, where-clauses, `self` receivers, other
+/// attributes, `async`, `unsafe` — and only the body is wrapped, so `return` and `?`
+/// work as usual. It works on free functions, methods (`&self`, `&mut self`, `self`),
+/// generic functions and `async fn`s; not on `const fn`.
+///
+/// # Arguments
+///
+/// ## `name = "…"` (required)
+///
+/// A string literal: the lock name template. `{param}` is replaced by that
+/// parameter's `Display`; `{{` and `}}` are literal braces. The fixed text may hold
+/// `A-Z a-z 0-9 _ . : / @ -`; a placeholder may render anything a lock name allows.
+/// The rendered name must be 1 to 255 bytes without control characters; otherwise the
+/// call returns `Err(E::from(lockmgr::Error::InvalidName { .. }))` (it never panics).
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "report:{kind}/{day}")]
+/// fn build_report(kind: &str, day: u32) -> lockmgr::Result<String> {
+///     Ok(format!("{kind} report for day {day}"))
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// build_report("sales", 3)?; // holds the lock "report:sales/3" while it runs
+///
+/// // A rendered name that is not a valid lock name is an error, not a panic:
+/// let err = build_report(&"x".repeat(300), 1).unwrap_err();
+/// assert!(matches!(err, lockmgr::Error::InvalidName { .. }));
+/// # Ok(()) }
+/// ```
+///
+/// ## `expires = SECS` (default 600)
+///
+/// How long the lock lives if the process dies without releasing it, in seconds;
+/// `0` = never expires. A non-negative integer literal.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "nightly-import", expires = 3600)]
+/// fn nightly_import() -> lockmgr::Result<()> {
+///     Ok(())
+/// }
+///
+/// #[locked(name = "one-time-migration", expires = 0)] // held until released
+/// fn one_time_migration() -> lockmgr::Result<()> {
+///     Ok(())
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// # nightly_import()?; one_time_migration()?;
+/// # Ok(()) }
+/// ```
+///
+/// ## `wait = SECS` (default: don't wait)
+///
+/// While someone else holds the lock, keep retrying for up to this many seconds
+/// (short, growing, jittered sleeps) before giving up with `Error::Locked`. Without
+/// `wait`, a held lock fails the call at once.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "mailer", wait = 10)]
+/// fn send_mail() -> lockmgr::Result<()> {
+///     Ok(())
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+/// # lockmgr::set_default_store(store.clone());
+/// let _busy = store.get_lock("mailer", Some(std::time::Duration::from_millis(300)))?;
+/// send_mail()?; // waits until the other holder's lock expires (≈ 0.3 s), then runs
+/// # Ok(()) }
+/// ```
+///
+/// ## `store = EXPR` (default: `lockmgr::default_store()`)
+///
+/// An expression giving the `&LockStore` to lock in, evaluated at each call before the
+/// body; it may use the parameters (`&self.store`, a `&LockStore` parameter, a
+/// static). Without it, the default store is used (`lockmgr::set_default_store`, else
+/// the environment), and an error opening it is returned through `E::from`.
+///
+/// ```
+/// use lockmgr::{locked, LockStore};
+///
+/// struct Billing {
+///     store: LockStore,
+/// }
+///
+/// impl Billing {
+///     #[locked(name = "invoice:{number}", store = &self.store)]
+///     fn send_invoice(&self, number: u32) -> lockmgr::Result<bool> {
+///         self.store.is_locked(&format!("invoice:{number}"))
+///     }
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let store = LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+/// let billing = Billing { store };
+/// assert!(billing.send_invoice(7)?); // locked while the body ran
+/// assert!(!billing.store.is_locked("invoice:7")?); // released after
+/// # Ok(()) }
+/// ```
+///
+/// ## `guard = IDENT`
+///
+/// Binds the lock's guard in the body as `IDENT: &mut lockmgr::LockGuard`, to read its
+/// fencing token (`fence()`), renew it (`renew()`), or take extra locks released with
+/// it (`lock(..)`). The guard stays owned by the generated code, so the lock is still
+/// released when the body ends, however it ends.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "ledger", expires = 30, guard = g)]
+/// fn post_to_ledger(amount: i64) -> lockmgr::Result<i64> {
+///     let fence = g.fence(); // pass it along so the ledger can refuse stale writers
+///     g.renew()?; // a long step: 120 s more
+///     g.lock("ledger-archive")?; // an extra lock, released with the main one
+///     Ok(fence * amount)
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// assert!(post_to_ledger(5)? > 0);
+/// assert!(!lockmgr::is_locked("ledger-archive")?);
+/// # Ok(()) }
+/// ```
+///
+/// # `async fn`
+///
+/// An `async fn` acquires when first polled and holds the guard inside its future, so
+/// dropping the future (a timeout, a cancelled task) releases the lock. Without a
+/// `wait`, it runs on any executor. Waiting sleeps asynchronously and never blocks the
+/// executor's thread between attempts: with lockmgr's `tokio` feature inside a tokio
+/// runtime, with `tokio::time::sleep`, the database calls going to tokio's blocking
+/// pool; otherwise with a timer future woken by a lockmgr helper thread, each attempt's
+/// single statement running on the polling thread. See `lockmgr::LockMgr::acquire_async`.
+/// The release is the guard's drop, as in sync code: one short blocking statement on
+/// the thread that finishes (or drops) the future. The future is `Send` whenever the
+/// body's is, so it can be spawned.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "refresh:{user}", wait = 5)]
+/// async fn refresh_token(user: &str) -> lockmgr::Result<String> {
+///     Ok(format!("new token for {user}"))
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// # let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// # rt.block_on(async {
+/// refresh_token("ada").await?;
+/// # Ok(()) })
+/// # }
+/// ```
+///
+/// # Checked at compile time
+///
+/// Each of these is a compile error pointing at the offending token, all errors of one
+/// attribute reported together: a missing or empty `name`; a placeholder that is not a
+/// parameter; unbalanced braces; a character outside `A-Z a-z 0-9 _ . : / @ -` in the
+/// fixed text; an unknown or repeated argument; an `expires` or `wait` that is not a
+/// non-negative integer; a `guard` that is not an identifier or hides a parameter; a
+/// function that does not return a `Result` (a type whose last path segment is
+/// `Result`); a `const fn`.
+///
+/// # Registry
+///
+/// Every `#[locked]` function registers a `lockmgr::DeclaredLock` (the name template,
+/// `expires`, `wait`, `module_path!()::fn_name`, file and line) at program start;
+/// `lockmgr::declared_locks()` lists those linked into the running binary.
 #[proc_macro_attribute]
-pub fn locked(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn locked(args: TokenStream, item: TokenStream) -> TokenStream {
+    locked_impl(args.into(), item.into()).into()
+}
+
+fn locked_impl(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(err) => {
+            // Not a function with a body (or a half-typed one): say so, and keep the
+            // item so its own errors, if any, are the compiler's usual ones.
+            let mut tokens = syn::Error::new(
+                err.span(),
+                format!("#[locked] goes on a function with a body: {err}"),
+            )
+            .to_compile_error();
+            tokens.extend(item);
+            return tokens;
+        }
+    };
+    let mut errors = errors::Errors::default();
+    let args = attr::parse(args, &mut errors);
+    let template = args
+        .name
+        .as_ref()
+        .map(|lit| template::parse(lit, &mut errors));
+    valid::check(&func, &args, template.as_ref(), &mut errors);
+    match (errors.finish(), template) {
+        (Ok(()), Some(template)) => expand::expand(func, args, template),
+        (result, _) => {
+            // Emit the function unchanged beside the errors, so that its callers do
+            // not add a cascade of follow-up errors.
+            let mut tokens = result.err().map_or_else(
+                || {
+                    syn::Error::new(proc_macro2::Span::call_site(), "invalid #[locked]")
+                        .to_compile_error()
+                },
+                |err| err.to_compile_error(),
+            );
+            func.to_tokens(&mut tokens);
+            tokens
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! [`LockMgr`]: how a guarded acquisition is asked for.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::async_support;
 use crate::error::Result;
 use crate::guard::LockGuard;
-use crate::store::{locked_error, AcquireSpec, LockStore};
-use crate::wait::Backoff;
+use crate::model::Lock;
+use crate::store::{AcquireSpec, LockStore};
+use crate::wait::Retry;
 
 /// The expiry used when none is given: 600 seconds, as django-lockmgr.
 pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(600);
@@ -136,42 +139,106 @@ impl LockMgr {
     }
 
     /// Take the lock, retrying until the wait is over; [`Error::Locked`](crate::Error::Locked)
-    /// (describing the holder last seen) when it could not be had.
+    /// (describing the holder last seen) when it could not be had. Blocks the calling
+    /// thread while it waits; in async code use [`acquire_async`](LockMgr::acquire_async).
     ///
     /// A waiter sleeps between tries, and wakes early when the lock is released by
     /// this process (any store of the same database) or, on PostgreSQL, by any process
     /// (`LISTEN`/`NOTIFY`); it also wakes when the holder's lock expires. Waiters get
     /// no ordering guarantee: after a release, whichever retry lands first wins.
     pub fn acquire(self) -> Result<LockGuard> {
-        let started = Instant::now();
-        let deadline = self.wait.map(|wait| started + wait);
-        let spec = self.spec();
-        let mut backoff = Backoff::new(self.store.poll_cap());
-        // Interest in releases is registered before each try, so a release between a
-        // failed try and the sleep still ends the sleep.
-        let mut ticket = deadline.map(|_| self.store.wake_ticket(&self.name));
-        let mut attempts = 1u32;
+        let mut retry = Retry::new(self.wait, self.store.poll_cap());
+        // Interest in releases is registered before the first try and renewed before
+        // each next one, so a release between a failed try and the sleep still ends
+        // the sleep.
+        let mut ticket = self.wait.map(|_| self.store.wake_ticket(&self.name));
         loop {
-            match self.store.acquire_once(&spec)? {
-                Ok(lock) => {
-                    tracing::debug!(
-                        name = %lock.name, fence = lock.fence, attempts,
-                        waited_ms = started.elapsed().as_millis() as u64,
-                        "lockmgr: guard acquired"
-                    );
-                    return Ok(LockGuard::new(self.store.clone(), lock, self.settings()));
+            match self.try_acquire()? {
+                Ok(guard) => {
+                    retry.acquired(guard.main_lock());
+                    return Ok(guard);
                 }
                 Err(holder) => {
-                    let delay = deadline.and_then(|deadline| backoff.delay(&holder, deadline));
-                    let (Some(delay), Some(ticket)) = (delay, ticket.as_mut()) else {
-                        return Err(locked_error(&holder));
-                    };
-                    ticket.wait(delay);
-                    ticket.renew();
-                    attempts += 1;
+                    let delay = retry.after_miss(&holder)?;
+                    match ticket.as_mut() {
+                        Some(ticket) => {
+                            ticket.wait(delay);
+                            ticket.renew();
+                        }
+                        None => std::thread::sleep(delay),
+                    }
                 }
             }
         }
+    }
+
+    /// [`acquire`](LockMgr::acquire) for async code: the same attempts and retry
+    /// schedule, but the waits between attempts are asynchronous sleeps, so the
+    /// executor's thread is never blocked while waiting.
+    ///
+    /// - With the `tokio` feature, polled inside a tokio runtime: it sleeps with
+    ///   `tokio::time::sleep` (the runtime needs its timer, as `#[tokio::main]` enables)
+    ///   and each attempt's database call runs on tokio's blocking pool
+    ///   (`spawn_blocking`).
+    /// - Otherwise, on any executor: it sleeps on a timer future woken by one lockmgr
+    ///   helper thread, and each attempt's database call (one short statement) runs on
+    ///   the polling thread. Without a `wait` there is a single attempt and no sleep.
+    ///
+    /// Dropping the future before it completes takes nothing: a lock acquired by an
+    /// attempt still running on the blocking pool is released as soon as that attempt
+    /// ends. The returned guard releases on drop as usual (a blocking call, on the
+    /// thread that drops it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// runtime.block_on(async {
+    ///     let guard = store
+    ///         .lock_mgr("import")
+    ///         .wait(Duration::from_secs(5))
+    ///         .acquire_async()
+    ///         .await?;
+    ///     assert!(store.is_locked("import")?);
+    ///     drop(guard);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub async fn acquire_async(self) -> Result<LockGuard> {
+        let mut retry = Retry::new(self.wait, self.store.poll_cap());
+        let mut ticket = self.wait.map(|_| self.store.wake_ticket(&self.name));
+        let this = Arc::new(self);
+        loop {
+            let attempt = Arc::clone(&this);
+            match async_support::run_blocking(move || attempt.try_acquire()).await? {
+                Ok(guard) => {
+                    retry.acquired(guard.main_lock());
+                    return Ok(guard);
+                }
+                Err(holder) => {
+                    let delay = retry.after_miss(&holder)?;
+                    match ticket.as_mut() {
+                        Some(ticket) => {
+                            async_support::sleep_until_released(ticket, delay).await;
+                            ticket.renew();
+                        }
+                        None => async_support::sleep(delay).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: the guard when the lock was taken, else the holder in the way.
+    /// The guard is made right here so that a lock taken is never left without one.
+    fn try_acquire(&self) -> Result<std::result::Result<LockGuard, Lock>> {
+        Ok(self
+            .store
+            .acquire_once(&self.spec())?
+            .map(|lock| LockGuard::new(self.store.clone(), lock, self.settings())))
     }
 
     fn spec(&self) -> AcquireSpec<'_> {
@@ -214,5 +281,96 @@ impl GuardSettings {
             lock_process: self.lock_process,
             waiting: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LockStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("l.sqlite3").to_str().unwrap().to_string();
+        (dir, LockStore::open(&url).unwrap())
+    }
+
+    #[test]
+    fn sync_and_async_waits_give_up_alike() {
+        let (_dir, store) = store();
+        let _held = store.get_lock("held", None).unwrap();
+        let wait = Duration::from_millis(100);
+        let started = Instant::now();
+        let err = store.lock_mgr("held").wait(wait).acquire().unwrap_err();
+        assert!(err.is_locked() && started.elapsed() >= wait, "{err}");
+        let started = Instant::now();
+        let err = crate::async_support::block_on(store.lock_mgr("held").wait(wait).acquire_async())
+            .unwrap_err();
+        assert!(err.is_locked() && started.elapsed() >= wait, "{err}");
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn tokio_acquire_waits_off_the_executor_thread() {
+        let (_dir, store) = store();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let held = store.get_lock("held", None).unwrap();
+        let releaser = store.clone();
+        let guard = runtime.block_on(async move {
+            // Both run on the one executor thread: the release can only happen if the
+            // waiter does not block that thread.
+            let release = async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                releaser.unlock(&held).unwrap();
+            };
+            let (guard, ()) = tokio::join!(
+                store
+                    .lock_mgr("held")
+                    .wait(Duration::from_secs(10))
+                    .acquire_async(),
+                release
+            );
+            guard
+        });
+        assert_eq!(guard.unwrap().name(), "held");
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn a_dropped_tokio_acquisition_leaves_no_lock_behind() {
+        use std::future::Future;
+        use std::pin::pin;
+        use std::task::{Context, Waker};
+
+        let (_dir, store) = store();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        let mut cx = Context::from_waker(Waker::noop());
+        {
+            let mut acquiring = pin!(store.lock_mgr("dropped").acquire_async());
+            // The first poll hands the attempt to the blocking pool and cannot have
+            // its answer yet; then the future is dropped mid-attempt.
+            assert!(acquiring.as_mut().poll(&mut cx).is_pending());
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The attempt may well take the lock after the drop; its guard, dropped on
+        // the pool, must release it.
+        std::thread::sleep(Duration::from_millis(200));
+        while store.is_locked("dropped").unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned acquisition kept the lock"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // And the row is really gone, not merely expired: a fresh take succeeds.
+        assert!(store.find_lock("dropped").unwrap().is_none());
     }
 }

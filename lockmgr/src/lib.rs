@@ -29,6 +29,36 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## `#[locked]`
+//!
+//! Most jobs only need the attribute: every call of a [`locked`] function takes its
+//! lock (rendered from the parameters), runs the body, and releases the lock on every
+//! way out — return, `?`, panic, or a dropped `async fn` future. When the lock is held
+//! elsewhere the call returns `Err(E::from(Error::Locked { .. }))` without running.
+//!
+//! ```
+//! use lockmgr::locked;
+//!
+//! #[locked(name = "sync-account:{id}", expires = 60, wait = 30)]
+//! fn sync_account(id: u64) -> Result<u64, lockmgr::Error> {
+//!     Ok(id)
+//! }
+//! # fn main() -> lockmgr::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+//! assert_eq!(sync_account(42)?, 42);
+//! // Every #[locked] function linked in is listed, for tools such as the CLI:
+//! assert!(lockmgr::declared_locks().iter().any(|d| d.name == "sync-account:{id}"));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Cargo features
+//!
+//! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
+//!   with `wait`) sleeps with tokio's timer and runs its database calls on tokio's
+//!   blocking pool. Without it, async waits still never block the executor thread
+//!   (a small timer thread wakes them) and work on any executor.
+//!
 //! ## Guarantees
 //!
 //! - Acquiring is one atomic statement (an insert that also takes over an *expired*
@@ -45,6 +75,7 @@
 
 #![warn(missing_docs)]
 
+mod async_support;
 mod builder;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -55,6 +86,7 @@ mod error;
 mod global;
 mod guard;
 mod keepalive;
+mod macro_support;
 mod migrate;
 mod model;
 mod name;
@@ -86,5 +118,8 @@ pub use store::{LockRef, LockStore, LockStoreBuilder};
 /// release.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::macro_support::{
+        acquire, acquire_async, default_store, given_store, render_name,
+    };
     pub use inventory;
 }

@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::database_url::Backend;
+use crate::error::Error;
 use crate::model::Lock;
+use crate::store::locked_error;
 
 const FIRST: Duration = Duration::from_millis(5);
 
@@ -17,6 +19,9 @@ pub(crate) fn default_poll_cap(backend: Backend) -> Duration {
         _ => Duration::from_millis(30),
     }
 }
+
+/// Waits longer than this are cut to it: a century.
+const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The retry schedule of one wait.
 #[derive(Debug)]
@@ -52,6 +57,62 @@ impl Backoff {
     }
 }
 
+/// The state of one acquisition's retries, shared by the blocking loop
+/// ([`LockMgr::acquire`](crate::LockMgr::acquire)) and the async one
+/// ([`LockMgr::acquire_async`](crate::LockMgr::acquire_async)): each loop only attempts
+/// and sleeps the way its context allows.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    started: Instant,
+    deadline: Option<Instant>,
+    backoff: Backoff,
+    attempts: u32,
+}
+
+impl Retry {
+    /// Before the first attempt; `wait`: how long to keep trying (`None`: once);
+    /// `poll_cap`: the longest sleep between tries.
+    pub(crate) fn new(wait: Option<Duration>, poll_cap: Duration) -> Self {
+        let started = Instant::now();
+        Retry {
+            started,
+            // A wait too long to add to an Instant (say `Duration::MAX`) waits for a
+            // century, rather than panicking.
+            deadline: wait.map(|wait| {
+                started
+                    .checked_add(wait.min(LONGEST_WAIT))
+                    .unwrap_or(started)
+            }),
+            backoff: Backoff::new(poll_cap),
+            attempts: 1,
+        }
+    }
+
+    /// An attempt found `holder` in the way: how long to sleep before the next one, or
+    /// [`Error::Locked`] (describing `holder`) when the wait is over.
+    pub(crate) fn after_miss(&mut self, holder: &Lock) -> Result<Duration, Error> {
+        let delay = self
+            .deadline
+            .and_then(|deadline| self.backoff.delay(holder, deadline));
+        match delay {
+            Some(delay) => {
+                self.attempts += 1;
+                Ok(delay)
+            }
+            None => Err(locked_error(holder)),
+        }
+    }
+
+    /// An attempt took `lock`: log how it went.
+    pub(crate) fn acquired(&self, lock: &Lock) {
+        tracing::debug!(
+            name = %lock.name, fence = lock.fence, attempts = self.attempts,
+            waited_ms = self.started.elapsed().as_millis() as u64,
+            "lockmgr: guard acquired"
+        );
+    }
+}
+
 /// `d` scaled by a random factor in [0.75, 1.25), so waiters do not retry in step.
 fn jitter(d: Duration) -> Duration {
     let mut byte = [0u8; 1];
@@ -64,6 +125,53 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CAP: Duration = Duration::from_millis(30);
+
+    /// A holder whose lock never expires, read just now.
+    fn holder() -> Lock {
+        let now = chrono::Utc::now();
+        Lock {
+            name: "held".into(),
+            locked_by: "elsewhere".into(),
+            lock_process: None,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+            fence: 1,
+            owner: "theirs".into(),
+            read_at: (now, Instant::now()),
+        }
+    }
+
+    #[test]
+    fn without_wait_the_first_miss_is_final() {
+        let mut retry = Retry::new(None, CAP);
+        let err = retry.after_miss(&holder()).unwrap_err();
+        assert!(err.is_locked(), "{err}");
+    }
+
+    #[test]
+    fn with_wait_misses_sleep_until_the_deadline() {
+        let mut retry = Retry::new(Some(Duration::from_millis(60)), CAP);
+        let mut slept = Duration::ZERO;
+        let mut sleeps = 0;
+        while let Ok(delay) = retry.after_miss(&holder()) {
+            assert!(delay <= CAP.mul_f64(1.25), "{delay:?}");
+            std::thread::sleep(delay);
+            slept += delay;
+            sleeps += 1;
+            assert!(sleeps < 1000, "the wait never ended");
+        }
+        assert!(sleeps >= 2, "{sleeps} sleeps");
+        assert!(slept >= Duration::from_millis(50), "{slept:?}");
+    }
+
+    #[test]
+    fn an_endless_wait_does_not_overflow() {
+        let mut retry = Retry::new(Some(Duration::MAX), CAP);
+        assert!(retry.after_miss(&holder()).is_ok());
+    }
 
     #[test]
     fn jitter_stays_in_range() {

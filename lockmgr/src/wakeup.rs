@@ -17,8 +17,10 @@
 //! lands first wins.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// The `LISTEN`/`NOTIFY` channel of lockmgr releases on PostgreSQL.
@@ -148,7 +150,7 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// Whether the name was released since the ticket was taken (or last renewed).
-    fn released(&self, state: &BoardState) -> bool {
+    fn has_released(&self, state: &BoardState) -> bool {
         state
             .names
             .get(&self.name)
@@ -168,7 +170,7 @@ impl Ticket {
         let deadline = Instant::now() + timeout;
         let mut state = lock(&self.board.state);
         loop {
-            if self.released(&state) {
+            if self.has_released(&state) {
                 return true;
             }
             let Some(left) = deadline
@@ -184,6 +186,36 @@ impl Ticket {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+impl Ticket {
+    /// A future that completes when the name is released (the caller races it with a
+    /// timer).
+    pub(crate) fn released(&self) -> Released<'_> {
+        Released { ticket: self }
+    }
+}
+
+/// Completes when the ticket's name is released; see [`Ticket::released`].
+pub(crate) struct Released<'a> {
+    ticket: &'a Ticket,
+}
+
+impl Future for Released<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.ticket.board.state);
+        if self.ticket.has_released(&state) {
+            return Poll::Ready(());
+        }
+        if let Some(entry) = state.names.get_mut(&self.ticket.name) {
+            if !entry.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                entry.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 

@@ -1,0 +1,150 @@
+//! Parsing of the attribute's arguments: `#[locked(name = "…", expires = 60, …)]`.
+//!
+//! Parsing is lenient on purpose: every `key = value` pair is read first, then each is
+//! checked on its own, so that one attribute's mistakes are all reported together.
+//! Only a syntax error (a missing `=`, a stray token) stops the parse.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, ExprLit, ExprPath, Ident, Lit, LitStr, Token};
+
+use crate::errors::Errors;
+
+/// The keys `#[locked]` understands, in the order its messages list them.
+const KEYS: &[&str] = &["name", "expires", "wait", "store", "guard"];
+
+/// The arguments of one `#[locked(...)]`, each as given (or absent).
+#[derive(Default)]
+pub(crate) struct LockedArgs {
+    /// `name = "job:{id}"`: the name template.
+    pub(crate) name: Option<LitStr>,
+    /// `expires = SECS`, `0` = never.
+    pub(crate) expires: Option<u64>,
+    /// `wait = SECS`.
+    pub(crate) wait: Option<u64>,
+    /// `store = EXPR`: an expression giving a `&LockStore`.
+    pub(crate) store: Option<Expr>,
+    /// `guard = IDENT`: binds `&mut LockGuard` in the body.
+    pub(crate) guard: Option<Ident>,
+}
+
+/// One `key = value` pair, before any check.
+struct RawArg {
+    key: Ident,
+    value: Expr,
+}
+
+impl Parse for RawArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        // Any word is read as a key (also keywords such as `type`), so that an unknown
+        // key gets the "unknown argument" message rather than a parse error.
+        let key = Ident::parse_any(input)?;
+        input.parse::<Token![=]>()?;
+        let value = input.parse()?;
+        Ok(RawArg { key, value })
+    }
+}
+
+/// Read the arguments, recording every problem in `errors`. What could be read is
+/// returned even when there were errors.
+pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> LockedArgs {
+    let mut parsed = LockedArgs::default();
+    let raw = match Punctuated::<RawArg, Token![,]>::parse_terminated.parse2(args) {
+        Ok(raw) => raw,
+        Err(err) => {
+            errors.push(err);
+            return parsed;
+        }
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for RawArg { key, value } in raw {
+        let key_text = key.unraw().to_string();
+        if !KEYS.contains(&key_text.as_str()) {
+            errors.push(syn::Error::new(
+                key.span(),
+                format!(
+                    "unknown #[locked] argument `{key_text}`; expected one of: {}",
+                    KEYS.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            continue;
+        }
+        if seen.contains(&key_text) {
+            errors.push(syn::Error::new(
+                key.span(),
+                format!("duplicate #[locked] argument `{key_text}`"),
+            ));
+            continue;
+        }
+        seen.push(key_text.clone());
+        match key_text.as_str() {
+            "name" => parsed.name = errors.ok(name_literal(&value)),
+            "expires" => parsed.expires = errors.ok(seconds("expires", &value)),
+            "wait" => parsed.wait = errors.ok(seconds("wait", &value)),
+            "store" => parsed.store = Some(value),
+            "guard" => parsed.guard = errors.ok(guard_ident(&value)),
+            _ => unreachable!("every key of KEYS is handled"),
+        }
+    }
+    if !seen.iter().any(|k| k == "name") {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "missing `name = \"...\"` in #[locked(...)]: the lock name, like name = \"job:{id}\"",
+        ));
+    }
+    parsed
+}
+
+fn name_literal(value: &Expr) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(lit.clone()),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "`name` must be a string literal, like name = \"job:{id}\"",
+        )),
+    }
+}
+
+/// A number of seconds: a non-negative integer literal (an unsigned suffix is fine).
+fn seconds(key: &str, value: &Expr) -> syn::Result<u64> {
+    let message = || format!("`{key}` must be a non-negative integer number of seconds");
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) if int.suffix().is_empty() || int.suffix().starts_with('u') => {
+            int.base10_parse::<u64>().map_err(|_| {
+                syn::Error::new_spanned(
+                    value,
+                    format!("`{key}` is too large: at most {} seconds", u64::MAX),
+                )
+            })
+        }
+        _ => Err(syn::Error::new_spanned(value, message())),
+    }
+}
+
+fn guard_ident(value: &Expr) -> syn::Result<Ident> {
+    match value {
+        Expr::Path(ExprPath {
+            attrs, qself, path, ..
+        }) if attrs.is_empty() && qself.is_none() => path
+            .get_ident()
+            .filter(|ident| *ident != "self")
+            .cloned()
+            .ok_or(()),
+        _ => Err(()),
+    }
+    .map_err(|()| {
+        syn::Error::new_spanned(
+            value,
+            "`guard` must be an identifier, like guard = g; it binds the `&mut LockGuard`",
+        )
+    })
+}

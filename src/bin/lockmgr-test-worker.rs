@@ -1,0 +1,169 @@
+//! A worker process for the multi-process tests: `lockmgr-test-worker MODE [--flag VALUE]…`.
+//!
+//! Each mode is one kind of job that several copies of this binary run at once
+//! against one database. Add modes here as tests need them; keep each one's flags
+//! explicit so a test reads as the command line it runs.
+//!
+//! Modes:
+//!
+//! - `locked-counter --url URL --counter PATH --marker PATH [--calls N] [--key K]
+//!   [--start-at UNIX_MS]`: call a `#[locked(name = "counter:{key}", wait = 60)]`
+//!   function N times (default 60). Its body creates the marker file exclusively
+//!   (finding it already there means two bodies overlapped), adds one to the number in
+//!   the counter file, and removes the marker. `--start-at` makes copies started one
+//!   by one begin together.
+//!
+//! Exit status: 0 when every call succeeded; 3 when an overlap was seen; 1 on any
+//! other error (usage, database, files), with a one-line message on stderr.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lockmgr::{locked, LockStore};
+
+/// Why a worker stopped.
+#[derive(Debug)]
+enum WorkerError {
+    /// Another body was running at the same time (the marker file existed).
+    Overlap(PathBuf),
+    Lock(lockmgr::Error),
+    Io(String, io::Error),
+    Usage(String),
+}
+
+impl From<lockmgr::Error> for WorkerError {
+    fn from(err: lockmgr::Error) -> Self {
+        WorkerError::Lock(err)
+    }
+}
+
+impl std::fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerError::Overlap(marker) => {
+                write!(f, "overlap: {} already existed", marker.display())
+            }
+            WorkerError::Lock(err) => write!(f, "{err}"),
+            WorkerError::Io(what, err) => write!(f, "{what}: {err}"),
+            WorkerError::Usage(msg) => write!(f, "usage: {msg}"),
+        }
+    }
+}
+
+fn io_error(what: &str, path: &Path) -> impl FnOnce(io::Error) -> WorkerError {
+    let what = format!("{what} {}", path.display());
+    move |err| WorkerError::Io(what, err)
+}
+
+/// One guarded increment of the counter file.
+#[locked(name = "counter:{key}", expires = 60, wait = 60, store = store)]
+fn bump(store: &LockStore, key: &str, counter: &Path, marker: &Path) -> Result<u64, WorkerError> {
+    match OpenOptions::new().write(true).create_new(true).open(marker) {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(WorkerError::Overlap(marker.to_path_buf()));
+        }
+        Err(err) => return Err(io_error("creating", marker)(err)),
+    }
+    let text = match fs::read_to_string(counter) {
+        Ok(text) => text,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(err) => return Err(io_error("reading", counter)(err)),
+    };
+    let count: u64 = match text.trim() {
+        "" => 0,
+        n => n
+            .parse()
+            .map_err(|_| WorkerError::Usage(format!("{} holds {n:?}", counter.display())))?,
+    };
+    // Widen the window in which an unguarded second body would be caught.
+    std::thread::sleep(Duration::from_millis(1));
+    fs::write(counter, format!("{}\n", count + 1)).map_err(io_error("writing", counter))?;
+    fs::remove_file(marker).map_err(io_error("removing", marker))?;
+    Ok(count + 1)
+}
+
+fn locked_counter(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
+    let url = required(flags, "url")?;
+    let counter = PathBuf::from(required(flags, "counter")?);
+    let marker = PathBuf::from(required(flags, "marker")?);
+    let calls: u32 = number(flags, "calls")?.unwrap_or(60);
+    let key = flags.get("key").map_or("shared", String::as_str);
+    let store = LockStore::open(url)?;
+    if let Some(start_at) = number::<u64>(flags, "start-at")? {
+        let start = UNIX_EPOCH + Duration::from_millis(start_at);
+        if let Ok(wait) = start.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    for _ in 0..calls {
+        bump(&store, key, &counter, &marker)?;
+    }
+    Ok(())
+}
+
+fn required<'a>(flags: &'a HashMap<String, String>, name: &str) -> Result<&'a str, WorkerError> {
+    flags
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| WorkerError::Usage(format!("--{name} is required")))
+}
+
+fn number<T: std::str::FromStr>(
+    flags: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, WorkerError> {
+    flags
+        .get(name)
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| WorkerError::Usage(format!("--{name} {value:?} is not a number")))
+        })
+        .transpose()
+}
+
+/// `--name value` pairs.
+fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, WorkerError> {
+    let mut flags = HashMap::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let name = arg
+            .strip_prefix("--")
+            .ok_or_else(|| WorkerError::Usage(format!("unexpected argument {arg:?}")))?;
+        let value = args
+            .next()
+            .ok_or_else(|| WorkerError::Usage(format!("--{name} needs a value")))?;
+        flags.insert(name.to_string(), value.clone());
+    }
+    Ok(flags)
+}
+
+fn run(args: &[String]) -> Result<(), WorkerError> {
+    let (mode, rest) = args
+        .split_first()
+        .ok_or_else(|| WorkerError::Usage("lockmgr-test-worker MODE [--flag VALUE]...".into()))?;
+    let flags = parse_flags(rest)?;
+    match mode.as_str() {
+        "locked-counter" => locked_counter(&flags),
+        other => Err(WorkerError::Usage(format!("unknown mode {other:?}"))),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("lockmgr-test-worker: {err}");
+            match err {
+                WorkerError::Overlap(_) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Several real processes against one database, on SQLite and PostgreSQL, through
+//! the `lockmgr-test-worker` binary of this package.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use testkit::TestDb;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_lockmgr-test-worker");
+
+/// Start `count` workers with `args` at once and wait for all of them.
+fn run_workers(count: usize, args: &[&str]) -> Vec<Output> {
+    let children: Vec<_> = (0..count)
+        .map(|_| {
+            Command::new(WORKER)
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("cannot start lockmgr-test-worker")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("waiting for a worker"))
+        .collect()
+}
+
+/// When workers started one by one should all begin: a little after now.
+fn start_at(after: Duration) -> String {
+    let at = SystemTime::now() + after;
+    at.duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string()
+}
+
+fn six_processes_sixty_locked_calls_each(db: &TestDb) {
+    const PROCESSES: usize = 6;
+    const CALLS: u64 = 60;
+    // The table exists before the workers race to open the store.
+    let store = db.store();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let marker = dir.path().join("marker");
+    let calls = CALLS.to_string();
+    let begin = start_at(Duration::from_millis(500));
+    let outputs = run_workers(
+        PROCESSES,
+        &[
+            "locked-counter",
+            "--url",
+            db.url(),
+            "--counter",
+            path(&counter),
+            "--marker",
+            path(&marker),
+            "--calls",
+            &calls,
+            "--start-at",
+            &begin,
+        ],
+    );
+    for (i, output) in outputs.iter().enumerate() {
+        assert!(
+            output.status.success(),
+            "worker {i} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let count: u64 = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(count, PROCESSES as u64 * CALLS, "lost or extra increments");
+    assert!(!marker.exists(), "a body left its marker behind");
+    assert!(
+        store.list_locks().unwrap().is_empty(),
+        "a lock outlived its call"
+    );
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn worker_reports_usage_errors() {
+    let output = Command::new(WORKER).arg("no-such-mode").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown mode"));
+    let output = Command::new(WORKER).arg("locked-counter").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--url is required"));
+}
+
+testkit::backend_tests!(six_processes_sixty_locked_calls_each);

@@ -1,0 +1,8 @@
+use lockmgr::locked;
+
+#[locked(name = "nightly report")]
+fn job() -> lockmgr::Result<()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use lockmgr::locked;
+
+#[locked(name = "")]
+fn job() -> lockmgr::Result<()> {
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use lockmgr::locked;
+
+#[locked(name = "job")]
+fn job() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use lockmgr::locked;
+
+#[locked(name = "job")]
+struct Job;
+
+fn main() {}

@@ -1,0 +1,16 @@
+use lockmgr::locked;
+
+#[locked(name = "refresh:{user}", wait = 5)]
+async fn refresh(user: String) -> lockmgr::Result<usize> {
+    tokio::task::yield_now().await;
+    Ok(user.len())
+}
+
+#[tokio::main]
+async fn main() {
+    let db = testkit::TestDb::sqlite();
+    lockmgr::set_default_store(db.store());
+    // The future is Send + 'static: it can be spawned.
+    let len = tokio::spawn(refresh("ada".to_string())).await.unwrap();
+    assert_eq!(len.unwrap(), 3);
+}

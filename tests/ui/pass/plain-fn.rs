@@ -1,0 +1,14 @@
+use lockmgr::locked;
+
+#[locked(name = "nightly-report")]
+fn nightly_report() -> lockmgr::Result<u32> {
+    assert!(lockmgr::is_locked("nightly-report")?);
+    Ok(7)
+}
+
+fn main() {
+    let db = testkit::TestDb::sqlite();
+    lockmgr::set_default_store(db.store());
+    assert_eq!(nightly_report().unwrap(), 7);
+    assert!(!lockmgr::is_locked("nightly-report").unwrap());
+}

@@ -1,0 +1,18 @@
+use lockmgr::{locked, LockStore};
+
+struct Reports {
+    store: LockStore,
+}
+
+impl Reports {
+    #[locked(name = "report:{day}", store = &self.store)]
+    pub fn build(&self, day: u32) -> lockmgr::Result<bool> {
+        self.store.is_locked(&format!("report:{day}"))
+    }
+}
+
+fn main() {
+    let db = testkit::TestDb::sqlite();
+    let reports = Reports { store: db.store() };
+    assert!(reports.build(3).unwrap());
+}

@@ -1,0 +1,13 @@
+use lockmgr::locked;
+
+#[locked(name = "mailer:{queue}", expires = 60, wait = 30)]
+fn send_mail(queue: u8) -> lockmgr::Result<()> {
+    let _ = queue;
+    Ok(())
+}
+
+fn main() {
+    let db = testkit::TestDb::sqlite();
+    lockmgr::set_default_store(db.store());
+    send_mail(1).unwrap();
+}

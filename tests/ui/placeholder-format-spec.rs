@@ -1,0 +1,9 @@
+use lockmgr::locked;
+
+#[locked(name = "job:{id:?}")]
+fn job(id: u64) -> lockmgr::Result<()> {
+    let _ = id;
+    Ok(())
+}
+
+fn main() {}
