@@ -1161,7 +1161,6 @@ fn example_app_binary_is_the_whole_cli() {
 }
 
 #[test]
-#[ignore = "needs #[locked] registration (issue 3): enable once the macro registers declarations"]
 fn example_app_lists_its_jobs() {
     let db = TestDb::sqlite();
     db.store().get_lock("sync:account:7", MINUTE).unwrap();
