@@ -184,7 +184,52 @@ fn min_hold_passed_releases_at_once(db: &TestDb) {
     );
 }
 
+/// A long job on a short lock, renewed while it runs; reports whether the lock was
+/// ever lost and whether another store could take it meanwhile.
+#[lockmgr::locked(name = "macro:long", expires = 1, keepalive = true, store = store, guard = g)]
+fn long_job(
+    store: &lockmgr::LockStore,
+    other: &lockmgr::LockStore,
+) -> lockmgr::Result<(bool, bool)> {
+    let mut stolen = false;
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(500));
+        stolen |= other.get_lock("macro:long", None).is_ok();
+    }
+    Ok((g.is_lost(), stolen))
+}
+
+/// A cron job that must not run twice within 2 s, however fast it is.
+#[lockmgr::locked(name = "macro:cron", min_hold = 2, store = store)]
+fn cron_job(store: &lockmgr::LockStore) -> lockmgr::Result<()> {
+    Ok(())
+}
+
+fn locked_keepalive_outlives_the_expiry(db: &TestDb) {
+    let (store, other) = (db.store(), db.store());
+    assert_eq!(long_job(&store, &other).unwrap(), (false, false));
+    assert!(
+        !store.is_locked("macro:long").unwrap(),
+        "released after the call"
+    );
+}
+
+fn locked_min_hold_blocks_a_second_run_in_the_window(db: &TestDb) {
+    let store = db.store();
+    cron_job(&store).unwrap();
+    assert!(
+        cron_job(&store).unwrap_err().is_locked(),
+        "ran twice in the window"
+    );
+    assert!(testkit::eventually(Duration::from_secs(10), || cron_job(
+        &store
+    )
+    .is_ok()));
+}
+
 testkit::backend_tests!(
+    locked_keepalive_outlives_the_expiry,
+    locked_min_hold_blocks_a_second_run_in_the_window,
     waiter_gets_a_released_lock_promptly,
     keepalive_outlives_the_expiry,
     lock_cleared_from_outside_marks_the_guard_lost,

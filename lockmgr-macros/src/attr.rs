@@ -13,7 +13,15 @@ use syn::{Expr, ExprLit, ExprPath, Ident, Lit, LitStr, Token};
 use crate::errors::Errors;
 
 /// The keys `#[locked]` understands, in the order its messages list them.
-const KEYS: &[&str] = &["name", "expires", "wait", "store", "guard"];
+const KEYS: &[&str] = &[
+    "name",
+    "expires",
+    "wait",
+    "store",
+    "guard",
+    "keepalive",
+    "min_hold",
+];
 
 /// The arguments of one `#[locked(...)]`, each as given (or absent).
 #[derive(Default)]
@@ -28,6 +36,10 @@ pub(crate) struct LockedArgs {
     pub(crate) store: Option<Expr>,
     /// `guard = IDENT`: binds `&mut LockGuard` in the body.
     pub(crate) guard: Option<Ident>,
+    /// `keepalive = true`: renew the lock in the background while the body runs.
+    pub(crate) keepalive: Option<bool>,
+    /// `min_hold = SECS`: keep the lock at least this long after acquiring it.
+    pub(crate) min_hold: Option<u64>,
 }
 
 /// One `key = value` pair, before any check.
@@ -88,6 +100,8 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> LockedArgs {
             "wait" => parsed.wait = errors.ok(seconds("wait", &value)),
             "store" => parsed.store = Some(value),
             "guard" => parsed.guard = errors.ok(guard_ident(&value)),
+            "keepalive" => parsed.keepalive = errors.ok(boolean("keepalive", &value)),
+            "min_hold" => parsed.min_hold = errors.ok(seconds("min_hold", &value)),
             _ => unreachable!("every key of KEYS is handled"),
         }
     }
@@ -127,6 +141,20 @@ fn seconds(key: &str, value: &Expr) -> syn::Result<u64> {
             })
         }
         _ => Err(syn::Error::new_spanned(value, message())),
+    }
+}
+
+/// `true` or `false`, as a literal.
+fn boolean(key: &str, value: &Expr) -> syn::Result<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(flag),
+            ..
+        }) => Ok(flag.value),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            format!("`{key}` must be `true` or `false`"),
+        )),
     }
 }
 

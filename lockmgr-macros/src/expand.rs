@@ -42,6 +42,19 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
         Some(wait) => quote!(::core::option::Option::Some(#wait)),
         None => quote!(::core::option::Option::None),
     };
+    let keepalive = args.keepalive.unwrap_or(false);
+    let min_hold = match args.min_hold.filter(|secs| *secs > 0) {
+        Some(secs) => quote!(::core::option::Option::Some(#secs)),
+        None => quote!(::core::option::Option::None),
+    };
+    let options = quote! {
+        ::lockmgr::__private::CallOptions {
+            expires: #expires,
+            wait: #wait,
+            keepalive: #keepalive,
+            min_hold: #min_hold,
+        }
+    };
     let template_lit = &template.lit;
     let fn_name = sig.ident.unraw().to_string();
     let decl_span = sig.ident.span();
@@ -57,6 +70,7 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
                 #file,
                 #line,
             )
+            .with_liveness(#keepalive, #min_hold)
         }
     };
 
@@ -83,14 +97,14 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
         // holds nothing borrowed (nor anything !Send) across the await.
         (
             quote! {
-                let #acquire_local = ::lockmgr::__private::acquire_async(#store, #name, #expires, #wait);
+                let #acquire_local = ::lockmgr::__private::acquire_async(#store, #name, #options);
             },
             quote!(#acquire_local.await),
         )
     } else {
         (
             TokenStream::new(),
-            quote!(::lockmgr::__private::acquire(#store, #name, #expires, #wait)),
+            quote!(::lockmgr::__private::acquire(#store, #name, #options)),
         )
     };
     let (mutability, bind_guard) = match &args.guard {

@@ -183,6 +183,47 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
+/// ## `keepalive = true`
+///
+/// Renews the lock in the background (at about a third of `expires`, owner-checked)
+/// while the body runs, so a job may run longer than its expiry. If a renewal finds
+/// the lock gone or taken over, the guard is marked lost: bind it with `guard = g` and
+/// check `g.is_lost()` (or wait on `g.lost_signal()`) between steps. Default `false`.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "reindex", expires = 1, keepalive = true, guard = g)]
+/// fn reindex() -> lockmgr::Result<bool> {
+///     std::thread::sleep(std::time::Duration::from_millis(1500)); // > expires
+///     Ok(!g.is_lost() && lockmgr::is_locked("reindex")?)
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// assert!(reindex()?);
+/// # Ok(()) }
+/// ```
+///
+/// ## `min_hold = SECS`
+///
+/// Keeps the lock at least `SECS` after it was taken, by the database clock: a call that
+/// finishes sooner leaves the lock in place until then. For cron jobs that must run at
+/// most once per window across hosts, whose clocks and schedulers fire a little apart.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "hourly-digest", min_hold = 3000)]
+/// fn send_digest() -> lockmgr::Result<()> {
+///     Ok(()) // fast; but no other host sends the digest again for 50 minutes
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// send_digest()?;
+/// assert!(send_digest().unwrap_err().is_locked());
+/// # Ok(()) }
+/// ```
+///
 /// # `async fn`
 ///
 /// An `async fn` acquires when first polled and holds the guard inside its future, so
@@ -217,15 +258,16 @@ mod valid;
 /// Each of these is a compile error pointing at the offending token, all errors of one
 /// attribute reported together: a missing or empty `name`; a placeholder that is not a
 /// parameter; unbalanced braces; a character outside `A-Z a-z 0-9 _ . : / @ -` in the
-/// fixed text; an unknown or repeated argument; an `expires` or `wait` that is not a
-/// non-negative integer; a `guard` that is not an identifier or hides a parameter; a
+/// fixed text; an unknown or repeated argument; an `expires`, `wait` or `min_hold`
+/// that is not a non-negative integer; a `keepalive` that is not `true` or `false`; a `guard` that is not an identifier or hides a parameter; a
 /// function that does not return a `Result` (a type whose last path segment is
 /// `Result`); a `const fn`.
 ///
 /// # Registry
 ///
 /// Every `#[locked]` function registers a `lockmgr::DeclaredLock` (the name template,
-/// `expires`, `wait`, `module_path!()::fn_name`, file and line) at program start;
+/// `expires`, `wait`, `keepalive`, `min_hold`, `module_path!()::fn_name`, file and
+/// line) at program start;
 /// `lockmgr::declared_locks()` lists those linked into the running binary.
 #[proc_macro_attribute]
 pub fn locked(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -119,7 +119,7 @@ pub use store::{LockRef, LockStore, LockStoreBuilder};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macro_support::{
-        acquire, acquire_async, default_store, given_store, render_name,
+        acquire, acquire_async, default_store, given_store, render_name, CallOptions,
     };
     pub use inventory;
 }

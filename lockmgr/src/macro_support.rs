@@ -36,21 +36,36 @@ pub fn render_name(name: fmt::Arguments<'_>) -> Result<String> {
     Ok(name)
 }
 
-/// The acquisition one call asks for: `expires` in seconds (0: never), `wait` in
-/// seconds (`None`: do not wait).
+/// What one `#[locked]` function asks for, as written in its attribute.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    /// Seconds; 0: never expires.
+    pub expires: u64,
+    /// Seconds to wait for the lock; `None`: do not wait.
+    pub wait: Option<u64>,
+    /// Renew in the background while the body runs.
+    pub keepalive: bool,
+    /// Seconds to keep the lock at least after acquiring it.
+    pub min_hold: Option<u64>,
+}
+
+/// The acquisition one call asks for.
 fn lock_mgr(
     store: Result<LockStore>,
     name: fmt::Arguments<'_>,
-    expires: u64,
-    wait: Option<u64>,
+    options: CallOptions,
 ) -> Result<LockMgr> {
     let store = store?;
     let name = render_name(name)?;
     let mut mgr = store
         .lock_mgr(name)
-        .expires((expires > 0).then(|| Duration::from_secs(expires)));
-    if let Some(wait) = wait {
+        .expires((options.expires > 0).then(|| Duration::from_secs(options.expires)))
+        .keepalive(options.keepalive);
+    if let Some(wait) = options.wait {
         mgr = mgr.wait(Duration::from_secs(wait));
+    }
+    if let Some(min_hold) = options.min_hold {
+        mgr = mgr.hold_at_least(Duration::from_secs(min_hold));
     }
     Ok(mgr)
 }
@@ -59,10 +74,9 @@ fn lock_mgr(
 pub fn acquire(
     store: Result<LockStore>,
     name: fmt::Arguments<'_>,
-    expires: u64,
-    wait: Option<u64>,
+    options: CallOptions,
 ) -> Result<LockGuard> {
-    lock_mgr(store, name, expires, wait)?.acquire()
+    lock_mgr(store, name, options)?.acquire()
 }
 
 /// Acquire the lock of one call of a `#[locked] async fn`. The name is rendered now;
@@ -70,16 +84,24 @@ pub fn acquire(
 pub fn acquire_async(
     store: Result<LockStore>,
     name: fmt::Arguments<'_>,
-    expires: u64,
-    wait: Option<u64>,
+    options: CallOptions,
 ) -> impl Future<Output = Result<LockGuard, Error>> + Send + 'static {
-    let mgr = lock_mgr(store, name, expires, wait);
+    let mgr = lock_mgr(store, name, options);
     async move { mgr?.acquire_async().await }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn opts(expires: u64, wait: Option<u64>) -> CallOptions {
+        CallOptions {
+            expires,
+            wait,
+            keepalive: false,
+            min_hold: None,
+        }
+    }
 
     fn store() -> (tempfile::TempDir, LockStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -105,17 +127,27 @@ mod tests {
     #[test]
     fn acquires_with_the_given_settings() {
         let (_dir, store) = store();
-        let guard = acquire(given_store(&store), format_args!("job:{}", 1), 0, None).unwrap();
+        let guard = acquire(
+            given_store(&store),
+            format_args!("job:{}", 1),
+            opts(0, None),
+        )
+        .unwrap();
         assert_eq!(guard.name(), "job:1");
         assert_eq!(
             guard.main_lock().locked_until,
             None,
             "expires = 0 never expires"
         );
-        let err = acquire(given_store(&store), format_args!("job:1"), 60, None).unwrap_err();
+        let err = acquire(given_store(&store), format_args!("job:1"), opts(60, None)).unwrap_err();
         assert!(err.is_locked(), "{err}");
         drop(guard);
-        let guard = acquire(given_store(&store), format_args!("job:1"), 60, Some(1)).unwrap();
+        let guard = acquire(
+            given_store(&store),
+            format_args!("job:1"),
+            opts(60, Some(1)),
+        )
+        .unwrap();
         let left = guard
             .main_lock()
             .expires_in()
@@ -134,8 +166,7 @@ mod tests {
                 reason: "test",
             }),
             format_args!("a"),
-            1,
-            None,
+            opts(1, None),
         )
         .unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }));
@@ -151,8 +182,7 @@ mod tests {
         let guard = crate::async_support::block_on(acquire_async(
             given_store(&store),
             format_args!("busy"),
-            60,
-            Some(5),
+            opts(60, Some(5)),
         ))
         .unwrap();
         assert!(
@@ -164,8 +194,7 @@ mod tests {
         let err = crate::async_support::block_on(acquire_async(
             given_store(&store),
             format_args!("busy"),
-            60,
-            None,
+            opts(60, None),
         ))
         .unwrap_err();
         assert!(err.is_locked());

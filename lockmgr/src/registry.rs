@@ -21,6 +21,12 @@ pub struct DeclaredLock {
     pub file: &'static str,
     /// The line of the declaration.
     pub line: u32,
+    /// Whether the lock is renewed in the background while the function runs
+    /// (`keepalive = true`).
+    pub keepalive: bool,
+    /// Seconds the lock is kept at least after it was taken (`min_hold`); `None`: it
+    /// is released when the function returns.
+    pub min_hold: Option<u64>,
 }
 
 inventory::collect!(DeclaredLock);
@@ -43,7 +49,18 @@ impl DeclaredLock {
             function,
             file,
             line,
+            keepalive: false,
+            min_hold: None,
         }
+    }
+
+    /// The same declaration with `keepalive` and `min_hold`; used by the code
+    /// `#[locked]` generates.
+    #[doc(hidden)]
+    pub const fn with_liveness(mut self, keepalive: bool, min_hold: Option<u64>) -> Self {
+        self.keepalive = keepalive;
+        self.min_hold = min_hold;
+        self
     }
 
     /// The expiry as a duration; `None`: never expires.
