@@ -10,7 +10,9 @@
 //!    the thinnest INSERT + DELETE through the same driver (the floor), as a ratio;
 //! 2. contention: 8 processes × 200 tries on one name, no wait;
 //! 3. cost growth with 0 / 10,000 / 100,000 other live locks, and `clean_locks` /
-//!    `list_locks` at 100,000 rows.
+//!    `list_locks` at 100,000 rows;
+//! 4. macro overhead: a `#[locked]` call beside the same guarded acquire + release by
+//!    hand.
 //!
 //! Environment: `BENCH_ROUNDS` (default 7) and `BENCH_SECONDS` per round (default 1).
 
@@ -110,6 +112,8 @@ fn main() {
         );
     }
 
+    macro_overhead(&targets, rounds, round);
+
     println!("\n## Cost growth with other live locks (one thread, distinct names)\n");
     println!("| backend | other live locks | cycles/s | clean_locks | list_locks |");
     println!("|---|---:|---:|---:|---:|");
@@ -146,6 +150,45 @@ fn main() {
                 median(&mut rates)
             );
         }
+    }
+}
+
+/// The `#[locked]` side of section 4: a call that does nothing under its lock.
+#[lockmgr::locked(name = "bench:macro:{round}:{i}", store = store)]
+fn guarded(store: &LockStore, round: usize, i: usize) -> lockmgr::Result<()> {
+    Ok(())
+}
+
+fn macro_overhead(targets: &[(Backend, String)], rounds: usize, round: Duration) {
+    println!("\n## Macro overhead: `#[locked]` call vs. the same guard by hand (median of {rounds} rounds)\n");
+    println!("| backend | by hand cycles/s | `#[locked]` cycles/s | ratio |");
+    println!("|---|---:|---:|---:|");
+    for (backend, url) in targets {
+        let store = LockStore::open(url).unwrap();
+        let (mut by_hand, mut with_macro) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let mut hand = || {
+                by_hand.push(rate(round, |i| {
+                    drop(
+                        store
+                            .lock_mgr(format!("bench:macro:{r}:{i}"))
+                            .acquire()
+                            .unwrap(),
+                    );
+                }))
+            };
+            let mut attr =
+                || with_macro.push(rate(round, |i| guarded(&store, r + rounds, i).unwrap()));
+            if r % 2 == 0 {
+                hand();
+                attr();
+            } else {
+                attr();
+                hand();
+            }
+        }
+        let (h, m) = (median(&mut by_hand), median(&mut with_macro));
+        println!("| {backend} | {h:.0} | {m:.0} | {:.2}× |", m / h);
     }
 }
 

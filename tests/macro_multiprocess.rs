@@ -36,18 +36,29 @@ fn start_at(after: Duration) -> String {
         .to_string()
 }
 
+/// The acceptance case for `#[locked]`.
 fn six_processes_sixty_locked_calls_each(db: &TestDb) {
-    const PROCESSES: usize = 6;
-    const CALLS: u64 = 60;
+    locked_counter_race(db, 6, 60);
+}
+
+/// Mutual exclusion under load (the fault suite): more processes, more calls.
+fn eight_processes_hundred_locked_calls_each(db: &TestDb) {
+    locked_counter_race(db, 8, 100);
+}
+
+/// `PROCESSES` workers each make `CALLS` `#[locked(wait = 60)]` calls that increment a
+/// counter file and hold an exclusive marker file: the count must end exact, and no
+/// body may find another's marker.
+fn locked_counter_race(db: &TestDb, processes: usize, calls: u64) {
     // The table exists before the workers race to open the store.
     let store = db.store();
     let dir = tempfile::tempdir().unwrap();
     let counter = dir.path().join("counter");
     let marker = dir.path().join("marker");
-    let calls = CALLS.to_string();
+    let calls_text = calls.to_string();
     let begin = start_at(Duration::from_millis(500));
     let outputs = run_workers(
-        PROCESSES,
+        processes,
         &[
             "locked-counter",
             "--url",
@@ -57,7 +68,7 @@ fn six_processes_sixty_locked_calls_each(db: &TestDb) {
             "--marker",
             path(&marker),
             "--calls",
-            &calls,
+            &calls_text,
             "--start-at",
             &begin,
         ],
@@ -75,7 +86,7 @@ fn six_processes_sixty_locked_calls_each(db: &TestDb) {
         .trim()
         .parse()
         .unwrap();
-    assert_eq!(count, PROCESSES as u64 * CALLS, "lost or extra increments");
+    assert_eq!(count, processes as u64 * calls, "lost or extra increments");
     assert!(!marker.exists(), "a body left its marker behind");
     assert!(
         store.list_locks().unwrap().is_empty(),
@@ -97,4 +108,7 @@ fn worker_reports_usage_errors() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--url is required"));
 }
 
-testkit::backend_tests!(six_processes_sixty_locked_calls_each);
+testkit::backend_tests!(
+    six_processes_sixty_locked_calls_each,
+    eight_processes_hundred_locked_calls_each,
+);
