@@ -7,8 +7,9 @@
 //!
 //! Releases reach the board two ways:
 //! - from this process: the store wakes the board right after its release statement;
-//! - from other processes, on PostgreSQL only: the release statement sends
-//!   `NOTIFY lockmgr_release, '<name>'` when a waiter has flagged the row, and one
+//! - from other processes, on PostgreSQL only: deleting a row that a waiter has
+//!   flagged sends `NOTIFY lockmgr_release, '<name>'` (a trigger, in the deleting
+//!   transaction), and one
 //!   listener thread per database (a dedicated connection that `LISTEN`s) wakes the
 //!   board. Notifications are a hint: waiters also poll, and wake when the holder's
 //!   lock expires.

@@ -116,7 +116,7 @@ impl LockConn for PgConnection {
     }
 
     fn release(&mut self, req: &ReleaseRequest<'_>) -> QueryResult<bool> {
-        // One statement: the delete, and a NOTIFY (delivered at commit) only when a
+        // A plain delete: the trigger lockmgr_lock_release sends the NOTIFY when a
         // waiter has flagged the row. With a minimum hold not yet reached, the row is
         // kept until it is, under an owner token nobody has.
         let stmt = match (req.owner, req.min_hold_us) {
@@ -141,21 +141,15 @@ impl LockConn for PgConnection {
             .sql(" AND created_at + ")
             .bind_opt_bigint(Some(min_hold_us))
             .sql(
-                " * interval '1 microsecond' <= now() RETURNING name, waiters) \
-                 SELECT name, NULL::void FROM kept UNION ALL SELECT name, \
-                 CASE WHEN waiters THEN pg_notify('lockmgr_release', name) END FROM gone",
+                " * interval '1 microsecond' <= now() RETURNING name) \
+                 SELECT name FROM kept UNION ALL SELECT name FROM gone",
             ),
             (owner, _) => {
-                let stmt = Stmt::new("WITH gone AS (DELETE FROM lockmgr_lock WHERE name = ")
-                    .bind_text(req.name);
-                let stmt = match owner {
+                let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(req.name);
+                match owner {
                     Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
                     None => stmt,
-                };
-                stmt.sql(
-                    " RETURNING name, waiters) SELECT name, \
-                     CASE WHEN waiters THEN pg_notify('lockmgr_release', name) END FROM gone",
-                )
+                }
             }
         };
         Ok(stmt.execute(self)? > 0)

@@ -19,7 +19,20 @@ CREATE TABLE lockmgr_lock (
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     fence        BIGINT NOT NULL DEFAULT nextval('lockmgr_lock_fence_seq'),
-    -- Set by a process that waits for this lock: its release then sends
-    -- NOTIFY lockmgr_release, '<name>' (an uncontended release sends nothing).
+    -- Set by a process that waits for this lock: deleting the row then sends
+    -- NOTIFY lockmgr_release, '<name>' (see the trigger below).
     waiters      BOOLEAN NOT NULL DEFAULT false
 );
+
+-- Wake waiters in other processes when a lock they wait for goes away, in the
+-- same transaction as the delete (delivered at commit). Only rows a waiter has
+-- flagged fire it, so an uncontended release stays a plain DELETE.
+CREATE FUNCTION lockmgr_notify_release() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('lockmgr_release', OLD.name);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER lockmgr_lock_release AFTER DELETE ON lockmgr_lock
+    FOR EACH ROW WHEN (OLD.waiters) EXECUTE FUNCTION lockmgr_notify_release();
