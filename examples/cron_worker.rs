@@ -164,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     say(
         "worker",
         &format!(
-            "finished: digest ran {}, rebuild ran {}, {} skipped (held elsewhere)",
+            "finished: digest ran {}, rebuild ran {}, {} skipped (lock held)",
             DIGEST_RUNS.load(Ordering::Relaxed),
             REBUILD_RUNS.load(Ordering::Relaxed),
             SKIPS.load(Ordering::Relaxed)

@@ -83,6 +83,7 @@ mod conn;
 mod database_url;
 mod dialect;
 mod error;
+mod events;
 mod global;
 mod guard;
 mod keepalive;
