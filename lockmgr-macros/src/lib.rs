@@ -6,6 +6,8 @@
 //! `expand` writes the guarded function. Every error of one attribute is collected
 //! (`errors`) and reported together, each at the offending token.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::ToTokens;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::builder::GuardSettings;
 use crate::error::{Error, Result};
+use crate::events;
 use crate::keepalive::{KeepAlive, LostSignal};
 use crate::model::Lock;
 use crate::store::{locked_error, LockStore};
@@ -127,10 +128,14 @@ impl LockGuard {
         if self.released {
             return Err(self.released_error());
         }
-        let lock = self
-            .store
-            .acquire_once(&self.settings.spec(name))?
-            .map_err(|holder| locked_error(&holder))?;
+        let lock = match self.store.acquire_once(&self.settings.spec(name))? {
+            Ok(lock) => lock,
+            Err(holder) => {
+                events::not_acquired(&holder, 1, Duration::ZERO);
+                return Err(locked_error(&holder));
+            }
+        };
+        events::acquired(&lock, 1, Duration::ZERO);
         self.extra.push(lock);
         Ok(self.extra.last().expect("just pushed"))
     }
@@ -152,9 +157,14 @@ impl LockGuard {
         if self.released {
             return Err(self.released_error());
         }
-        self.main = self
-            .store
-            .renew_lock(&self.main, expires, add_time, create)?;
+        match self.store.renew_lock(&self.main, expires, add_time, create) {
+            Ok(lock) => self.main = lock,
+            Err(err @ (Error::Locked { .. } | Error::LockNotFound { .. })) => {
+                events::lost(&self.main, "a renewal found it gone or taken over");
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        }
         Ok(&self.main)
     }
 
@@ -167,15 +177,19 @@ impl LockGuard {
         self.released = true;
         self.keepalive = None; // renewals stop before the release
         let mut first_error = None;
-        for lock in self.extra.iter().rev() {
-            if let Err(err) = self.store.unlock(lock) {
-                tracing::warn!(name = %lock.name, fence = lock.fence, error = %err, "lockmgr: release failed");
-                first_error.get_or_insert(err);
+        let extra = self.extra.iter().rev().map(|lock| (lock, None));
+        let main = std::iter::once((&self.main, self.settings.min_hold));
+        for (lock, min_hold) in extra.chain(main) {
+            match self.store.release_held(lock, min_hold) {
+                Ok(true) => {}
+                // Keep-alive has already reported a main lock it lost.
+                Ok(false) if std::ptr::eq(lock, &self.main) && self.lost.is_lost() => {}
+                Ok(false) => events::lost(lock, "it was gone or taken over at release"),
+                Err(err) => {
+                    events::release_failed(lock, &err);
+                    first_error.get_or_insert(err);
+                }
             }
-        }
-        if let Err(err) = self.store.release_held(&self.main, self.settings.min_hold) {
-            tracing::warn!(name = %self.main.name, fence = self.main.fence, error = %err, "lockmgr: release failed");
-            first_error.get_or_insert(err);
         }
         first_error.map_or(Ok(()), Err)
     }

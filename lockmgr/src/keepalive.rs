@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::events;
 use crate::model::Lock;
 use crate::store::LockStore;
 
@@ -165,21 +166,19 @@ fn renew_until_stopped(
         }
         let current = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match store.renew_lock(&current, Some(expires), false, false) {
-            Ok(renewed) => {
-                tracing::trace!(name = %renewed.name, fence = renewed.fence, "lockmgr: keep-alive renewed");
-                *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
-            }
+            // renew_lock logs the renewal ("lockmgr: renewed").
+            Ok(renewed) => *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
             Err(Error::LockNotFound { .. }) => {
-                tracing::warn!(name = %current.name, fence = current.fence, "lockmgr: lock lost (gone or taken over)");
+                events::lost(&current, "keep-alive found it gone or taken over");
                 signal.set_lost();
                 return;
             }
             Err(err) => {
                 // The database may be unreachable for a moment: keep trying, but once
                 // the last known expiry has passed the lock may be someone else's.
-                tracing::warn!(name = %current.name, error = %err, "lockmgr: keep-alive renewal failed");
+                events::keepalive_failed(&current, &err);
                 if current.expired() {
-                    tracing::warn!(name = %current.name, fence = current.fence, "lockmgr: lock lost (expired while renewals failed)");
+                    events::lost(&current, "it expired while keep-alive renewals failed");
                     signal.set_lost();
                     return;
                 }

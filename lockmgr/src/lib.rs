@@ -9,6 +9,39 @@
 //!   `LOCKMGR_DATABASE_URL` / `DATABASE_URL`): nothing to install, one host.
 //! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts.
 //!
+//! ## Quick start
+//!
+//! Most jobs only need the attribute: every call of a [`#[locked]`](locked) function
+//! takes its lock (the name rendered from the parameters), runs the body, and releases
+//! the lock on every way out — return, `?`, panic, or a dropped `async fn` future.
+//!
+//! ```
+//! use lockmgr::locked;
+//!
+//! // At most one call per account id runs at a time, across processes and hosts;
+//! // a second caller waits up to 30 s, then gets Err(lockmgr::Error::Locked { .. }).
+//! #[locked(name = "sync-account:{id}", expires = 60, wait = 30)]
+//! fn sync_account(id: u64) -> Result<u64, lockmgr::Error> {
+//!     Ok(id)
+//! }
+//! # fn main() -> lockmgr::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+//!
+//! // Locks live in ./lockmgr.sqlite3 unless LOCKMGR_DATABASE_URL or DATABASE_URL
+//! // names another database (postgres://… for many hosts).
+//! assert_eq!(sync_account(42)?, 42);
+//! // Every #[locked] function linked in is listed, for tools such as the CLI:
+//! assert!(lockmgr::declared_locks().iter().any(|d| d.name == "sync-account:{id}"));
+//! # Ok(()) }
+//! ```
+//!
+//! When the lock is held elsewhere, the call returns `Err(E::from(Error::Locked { .. }))`
+//! without running the body. The attribute also takes `store`, `guard`, `keepalive`
+//! and `min_hold`; see [`locked`].
+//!
+//! ## By hand
+//!
 //! ```
 //! use std::time::Duration;
 //! use lockmgr::LockStore;
@@ -18,42 +51,52 @@
 //! # let url = dir.path().join("locks.sqlite3").to_str().unwrap().to_string();
 //! let store = LockStore::open(&url)?;               // or LockStore::from_env()?
 //! {
-//!     let guard = store
+//!     let mut guard = store
 //!         .lock_mgr("job:42")
 //!         .expires(Some(Duration::from_secs(60)))     // None: never expires
 //!         .wait(Duration::from_secs(30))              // retry while someone holds it
 //!         .acquire()?;
+//!     guard.lock("mailer")?;                          // an extra lock, released with it
 //!     println!("running with fencing token {}", guard.fence());
 //! } // released here, also on panic
 //! assert!(!store.is_locked("job:42")?);
+//!
+//! // One-shot, as django-lockmgr's get_lock / unlock:
+//! let lock = store.get_lock("job:43", Some(Duration::from_secs(60)))?;
+//! assert!(store.get_lock("job:43", None).unwrap_err().is_locked());
+//! store.unlock(&lock)?;
 //! # Ok(()) }
 //! ```
 //!
-//! ## `#[locked]`
+//! ## The main types
 //!
-//! Most jobs only need the attribute: every call of a [`locked`] function takes its
-//! lock (rendered from the parameters), runs the body, and releases the lock on every
-//! way out — return, `?`, panic, or a dropped `async fn` future. When the lock is held
-//! elsewhere the call returns `Err(E::from(Error::Locked { .. }))` without running.
-//!
-//! ```
-//! use lockmgr::locked;
-//!
-//! #[locked(name = "sync-account:{id}", expires = 60, wait = 30)]
-//! fn sync_account(id: u64) -> Result<u64, lockmgr::Error> {
-//!     Ok(id)
-//! }
-//! # fn main() -> lockmgr::Result<()> {
-//! # let dir = tempfile::tempdir().unwrap();
-//! # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
-//! assert_eq!(sync_account(42)?, 42);
-//! // Every #[locked] function linked in is listed, for tools such as the CLI:
-//! assert!(lockmgr::declared_locks().iter().any(|d| d.name == "sync-account:{id}"));
-//! # Ok(()) }
-//! ```
+//! - [`LockStore`]: a handle on the locks of one database (cheap to clone, shared
+//!   between threads): [`get_lock`](LockStore::get_lock), [`unlock`](LockStore::unlock),
+//!   [`renew_lock`](LockStore::renew_lock), [`set_lock`](LockStore::set_lock),
+//!   [`list_locks`](LockStore::list_locks), … Opened with [`LockStore::open`],
+//!   [`LockStore::from_env`] or [`LockStore::builder`].
+//! - [`LockMgr`]: a guarded acquisition, configured step by step (expiry, wait,
+//!   [keep-alive](LockMgr::keepalive), [hold at least](LockMgr::hold_at_least)); its
+//!   [`acquire`](LockMgr::acquire) or [`acquire_async`](LockMgr::acquire_async) gives a
+//!   [`LockGuard`], which releases its locks when dropped.
+//! - [`Lock`]: one held lock (a row): name, holder, expiry by the database clock, and
+//!   fencing token.
+//! - [`Error`]: [`Error::Locked`] (held elsewhere, by whom, until when),
+//!   [`Error::LockNotFound`], [`Error::LockFail`], [`Error::InvalidName`], and the
+//!   database failures.
+//! - The same operations on the default store, as module-level functions:
+//!   [`get_lock`], [`unlock`], [`is_locked`], [`renew_lock`], [`set_lock`],
+//!   [`list_locks`], [`clean_locks`], [`reset_locks`], [`lock_mgr`]; the default store
+//!   is [`default_store`] (from the environment on first use) unless
+//!   [`set_default_store`] chose one.
+//! - [`declared_locks`]: every [`DeclaredLock`] (`#[locked]` function) linked into the
+//!   binary.
+//! - `lockmgr::cli` (feature `cli`): the `lockmgr` command line, as a library, so that
+//!   an application's `src/bin/lockmgr.rs` is `fn main() { lockmgr::cli::main() }`.
 //!
 //! ## Cargo features
 //!
+//! - `cli` (default): the `lockmgr` command line, `lockmgr::cli`, with clap and serde.
 //! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
 //!   with `wait`) sleeps with tokio's timer and runs its database calls on tokio's
 //!   blocking pool. Without it, async waits still never block the executor thread
@@ -72,6 +115,17 @@
 //! - Every acquisition gets a fencing token ([`Lock::fence`]) larger than every
 //!   earlier one in the same store.
 //! - A crashed holder's lock frees itself when it expires.
+//!
+//! ## Logging
+//!
+//! lockmgr emits [`tracing`](https://docs.rs/tracing) events under the target
+//! `lockmgr`, with the lock `name` and `fence` as fields: `lockmgr: acquired` (with
+//! `attempts` and `waited_ms`), `waiting`, `not acquired`, `released` (with `held_ms`)
+//! and `renewed` at debug; `lock lost` (keep-alive or a renewal found the lock gone or
+//! taken over, or a guard found it gone at release), `release failed` and `keep-alive
+//! renewal failed` at warn. Database errors that are returned to the caller are also
+//! logged, at debug (`operation failed`). With `tracing-subscriber`:
+//! `tracing_subscriber::fmt().with_env_filter("lockmgr=debug").init()`.
 
 #![warn(missing_docs)]
 
@@ -83,6 +137,7 @@ mod conn;
 mod database_url;
 mod dialect;
 mod error;
+mod events;
 mod global;
 mod guard;
 mod keepalive;

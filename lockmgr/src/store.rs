@@ -11,6 +11,7 @@ use crate::database_url::{
 };
 use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{Error, Result};
+use crate::events;
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
 use crate::set_lock::{SetLockAction, SetLockReport, SetLockStatus};
@@ -284,44 +285,68 @@ impl LockStore {
     /// once with [`Error::Locked`] when someone else holds it. An expired lock is taken
     /// over. One statement on the database in the common case.
     pub fn get_lock(&self, name: &str, expires: Option<Duration>) -> Result<Lock> {
-        self.acquire_once(&AcquireSpec {
+        let outcome = self.acquire_once(&AcquireSpec {
             name,
             expires,
             locked_by: None,
             lock_process: Some(i64::from(std::process::id())),
             waiting: false,
-        })?
-        .map_err(|holder| locked_error(&holder))
+        })?;
+        match outcome {
+            Ok(lock) => {
+                events::acquired(&lock, 1, Duration::ZERO);
+                Ok(lock)
+            }
+            Err(holder) => {
+                events::not_acquired(&holder, 1, Duration::ZERO);
+                Err(locked_error(&holder))
+            }
+        }
     }
 
     /// Release a lock. By [`Lock`]: only if the row still belongs to that acquisition;
     /// by name: whoever holds it. Whether a row went away; releasing twice is fine.
     pub fn unlock<'a>(&self, target: impl Into<LockRef<'a>>) -> Result<bool> {
         let target = target.into();
-        self.release(&ReleaseRequest {
-            name: target.name(),
-            owner: target.owner(),
-            min_hold_us: None,
-        })
+        let lock = match target {
+            LockRef::Lock(lock) => Some(lock),
+            LockRef::Name(_) => None,
+        };
+        self.release(
+            &ReleaseRequest {
+                name: target.name(),
+                owner: target.owner(),
+                min_hold_us: None,
+            },
+            lock,
+        )
     }
 
     /// Release one acquisition, keeping its row until `min_hold` after it was taken
     /// if that has not passed yet (see [`LockMgr::hold_at_least`]).
     pub(crate) fn release_held(&self, lock: &Lock, min_hold: Option<Duration>) -> Result<bool> {
-        self.release(&ReleaseRequest {
-            name: &lock.name,
-            owner: Some(&lock.owner),
-            min_hold_us: expiry_micros(min_hold),
-        })
+        self.release(
+            &ReleaseRequest {
+                name: &lock.name,
+                owner: Some(&lock.owner),
+                min_hold_us: expiry_micros(min_hold),
+            },
+            Some(lock),
+        )
     }
 
-    fn release(&self, request: &ReleaseRequest<'_>) -> Result<bool> {
+    /// Run one release; `lock`: the acquisition released, when owner-checked.
+    fn release(&self, request: &ReleaseRequest<'_>, lock: Option<&Lock>) -> Result<bool> {
         validate_name(request.name)?;
-        let released = self.with_conn(|conn| Ok(conn.release(request)?))?;
+        let released = events::failed(
+            "release",
+            request.name,
+            self.with_conn(|conn| Ok(conn.release(request)?)),
+        )?;
         if released {
             self.inner.board.wake(request.name);
         }
-        tracing::debug!(name = request.name, released, "lockmgr: release");
+        events::released(request.name, lock, released);
         Ok(released)
     }
 
@@ -332,6 +357,7 @@ impl LockStore {
         if released {
             self.inner.board.wake(name);
         }
+        events::released(name, None, released);
         Ok(released)
     }
 
@@ -358,7 +384,10 @@ impl LockStore {
                 Ok(())
             })
         })?;
-        released.iter().for_each(|name| self.inner.board.wake(name));
+        for name in &released {
+            self.inner.board.wake(name);
+            events::released(name, locks.iter().find(|l| l.name == *name), true);
+        }
         Ok(released.len())
     }
 
@@ -443,10 +472,11 @@ impl LockStore {
             expires_us: expiry_micros(expires),
             add_time,
         };
-        match self.with_conn(|conn| Ok(conn.renew(&request)?))? {
+        let renewed = self.with_conn(|conn| Ok(conn.renew(&request)?));
+        match events::failed("renew", name, renewed)? {
             Some(row) => {
                 let lock = Lock::from_row(row, Instant::now());
-                tracing::debug!(name, fence = lock.fence, until = ?lock.locked_until, "lockmgr: renewed");
+                events::renewed(&lock);
                 Ok(lock)
             }
             None if create => self.get_lock(name, expires),
@@ -519,9 +549,15 @@ impl LockStore {
                 Ok(())
             })
         })?;
-        Ok(SetLockReport::from_statuses(
-            statuses.into_iter().flatten().collect(),
-        ))
+        let report = SetLockReport::from_statuses(statuses.into_iter().flatten().collect());
+        for status in &report.statuses {
+            match (status.action, &status.lock) {
+                (SetLockAction::Create, Some(lock)) => events::acquired(lock, 1, Duration::ZERO),
+                (SetLockAction::Extend, Some(lock)) => events::renewed(lock),
+                _ => {}
+            }
+        }
+        Ok(report)
     }
 
     /// A builder for a guarded acquisition of `name` (expiry, waiting, extra locks);
@@ -565,14 +601,12 @@ impl LockStore {
                 lock_process: None,
                 locked_until: None,
             })
-        })?;
+        });
+        let outcome = events::failed("acquire", spec.name, outcome)?;
+        // The callers log the outcome, with how many tries it took.
         let now = Instant::now();
         Ok(match outcome {
-            Ok(row) => {
-                let lock = Lock::from_row(row, now);
-                tracing::debug!(name = spec.name, fence = lock.fence, until = ?lock.locked_until, "lockmgr: acquired");
-                Ok(lock)
-            }
+            Ok(row) => Ok(Lock::from_row(row, now)),
             Err(row) => Err(Lock::from_row(row, now)),
         })
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::database_url::Backend;
 use crate::error::Error;
+use crate::events;
 use crate::model::Lock;
 use crate::store::locked_error;
 
@@ -64,6 +65,7 @@ impl Backoff {
 #[derive(Debug)]
 pub(crate) struct Retry {
     started: Instant,
+    wait: Option<Duration>,
     deadline: Option<Instant>,
     backoff: Backoff,
     attempts: u32,
@@ -76,6 +78,7 @@ impl Retry {
         let started = Instant::now();
         Retry {
             started,
+            wait,
             // A wait too long to add to an Instant (say `Duration::MAX`) waits for a
             // century, rather than panicking.
             deadline: wait.map(|wait| {
@@ -96,20 +99,22 @@ impl Retry {
             .and_then(|deadline| self.backoff.delay(holder, deadline));
         match delay {
             Some(delay) => {
+                if self.attempts == 1 {
+                    events::waiting(holder, self.wait);
+                }
                 self.attempts += 1;
                 Ok(delay)
             }
-            None => Err(locked_error(holder)),
+            None => {
+                events::not_acquired(holder, self.attempts, self.started.elapsed());
+                Err(locked_error(holder))
+            }
         }
     }
 
     /// An attempt took `lock`: log how it went.
     pub(crate) fn acquired(&self, lock: &Lock) {
-        tracing::debug!(
-            name = %lock.name, fence = lock.fence, attempts = self.attempts,
-            waited_ms = self.started.elapsed().as_millis() as u64,
-            "lockmgr: guard acquired"
-        );
+        events::acquired(lock, self.attempts, self.started.elapsed());
     }
 }
 

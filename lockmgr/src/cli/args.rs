@@ -42,6 +42,8 @@ pub struct Cli {
 }
 
 /// The commands of `lockmgr`.
+// The doc comments below are help text, where "#[locked]" is literal text, not a link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List the live locks
