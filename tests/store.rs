@@ -579,6 +579,49 @@ fn invalid_names_are_refused(db: &TestDb) {
     assert_eq!(store.list_locks().unwrap().len(), 5);
 }
 
+fn names_compare_byte_for_byte(db: &TestDb) {
+    let store = db.store();
+    // Names that a collation could fold together: case, trailing spaces (MySQL's
+    // PAD SPACE collations), Unicode normalization (NFC "é" and NFD "e + ◌́"),
+    // and `ß` / `ss`. Each one is a lock of its own.
+    let names = [
+        "job",
+        "Job",
+        "job ",
+        "job  ",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "stra\u{df}e",
+        "strasse",
+    ];
+    let locks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            store
+                .get_lock(name, MINUTE)
+                .unwrap_or_else(|e| panic!("{name:?} was taken as another name: {e}"))
+        })
+        .collect();
+    for (lock, name) in locks.iter().zip(names) {
+        assert_eq!(lock.name, name);
+    }
+    assert!(!store.is_locked("JOB").unwrap());
+    assert!(!store.is_locked(" job").unwrap());
+    assert!(store.unlock("job").unwrap());
+    assert!(
+        store.is_locked("job ").unwrap(),
+        "unlocking `job` released `job `"
+    );
+    assert!(store.is_locked("Job").unwrap());
+    let listed: Vec<_> = store
+        .list_locks()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(listed.len(), names.len() - 1, "{listed:?}");
+}
+
 fn stores_share_one_database(db: &TestDb) {
     let a = db.store();
     let b = db.store();
@@ -645,6 +688,7 @@ testkit::backend_tests!(
     set_lock_creates_renews_and_skips,
     set_lock_fail_keeps_nothing,
     invalid_names_are_refused,
+    names_compare_byte_for_byte,
     stores_share_one_database,
     threads_race_without_raw_errors,
 );
