@@ -1,5 +1,6 @@
 -- lockmgr: one row per held lock. See lockmgr/src/dialect/mysql.rs for the
--- statements that read and write it. Works on MySQL 8 and MariaDB 10.5+.
+-- statements that read and write it. Written for MySQL 8 and MariaDB 10.3+;
+-- the tests run it on MariaDB 10.11.
 --
 -- MySQL cannot roll DDL back, so a first run cut short (say, by a missing
 -- TRIGGER privilege) leaves part of this behind: every statement here may run
