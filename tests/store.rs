@@ -663,6 +663,64 @@ fn threads_race_without_raw_errors(db: &TestDb) {
     assert!(results.iter().map(|(w, _)| w).sum::<u32>() > 0);
 }
 
+fn set_lock_races_get_lock_without_raw_errors(db: &TestDb) {
+    // set_lock renews and creates rows in one transaction while other threads take
+    // and drop the same names one at a time. Whatever order the database locks
+    // things in (MySQL: rows, and the fence counter on every insert), every call
+    // ends as Ok or Locked: deadlocks and busy errors are retried inside.
+    let store = db.store();
+    let names = ["mix:a", "mix:b", "mix:c", "mix:d"];
+    let setters: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let report = store
+                        .set_lock(names, MINUTE, false, true, true)
+                        .unwrap_or_else(|e| panic!("set_lock got a raw error: {e}"));
+                    assert_eq!(report.created + report.renewed, names.len());
+                    // Free one name, so the next call creates (inserts) after renewing.
+                    store.unlock(names[(t + i) % names.len()]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let takers: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut won = 0;
+                for i in 0..50 {
+                    match store.get_lock(names[(t + i) % names.len()], MINUTE) {
+                        Ok(lock) => {
+                            won += 1;
+                            store.unlock(&lock).unwrap();
+                        }
+                        Err(e) if e.is_locked() => {}
+                        Err(e) => panic!("get_lock got a raw error: {e}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    for setter in setters {
+        setter.join().unwrap();
+    }
+    for taker in takers {
+        taker.join().unwrap();
+    }
+    let fences: Vec<i64> = names
+        .iter()
+        .filter_map(|name| store.find_lock(name).unwrap())
+        .map(|lock| lock.fence)
+        .collect();
+    let mut unique = fences.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), fences.len(), "two live locks share a fence");
+}
+
 testkit::backend_tests!(
     second_get_lock_fails_with_locked,
     is_locked_true_and_false,
@@ -694,4 +752,5 @@ testkit::backend_tests!(
     names_compare_byte_for_byte,
     stores_share_one_database,
     threads_race_without_raw_errors,
+    set_lock_races_get_lock_without_raw_errors,
 );
