@@ -34,7 +34,7 @@ mod mysql;
 pub use mysql::MysqlServer;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh database in the
-/// shared PostgreSQL cluster.
+/// shared PostgreSQL cluster or MariaDB server.
 pub struct TestDb {
     url: String,
     kind: lockmgr::Backend,
@@ -83,6 +83,8 @@ impl TestDb {
             lockmgr::Backend::Postgres => TestDb::postgres(),
             #[cfg(feature = "mysql")]
             lockmgr::Backend::Mysql => TestDb::mysql(),
+            #[cfg(not(feature = "mysql"))]
+            lockmgr::Backend::Mysql => panic!("MySQL tests need the `mysql` feature"),
             _ => TestDb::sqlite(),
         }
     }

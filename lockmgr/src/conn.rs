@@ -163,10 +163,14 @@ impl Pool {
                     applied,
                 ))
             }
+            // DatabaseUrl::parse already refuses mysql:// in such a build.
             #[cfg(not(feature = "mysql"))]
-            Backend::Mysql => {
-                unreachable!("DatabaseUrl::parse refuses mysql:// without the feature")
-            }
+            Backend::Mysql => Err(Error::InvalidUrl {
+                url: url.masked.clone(),
+                reason:
+                    "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature"
+                        .to_string(),
+            }),
         }
     }
 
