@@ -3,8 +3,8 @@
 //! `cargo bench --bench throughput` prints markdown tables (copied into
 //! docs/BENCHMARKS.md); `--features mysql` adds MariaDB rows. PostgreSQL runs in a
 //! throwaway cluster with durable settings (`fsync=on`, `synchronous_commit=on`);
-//! MariaDB in a throwaway server with `innodb_flush_log_at_trx_commit=1` (its default:
-//! the redo log is flushed at every commit); SQLite is a file in WAL mode with
+//! MariaDB in a throwaway server with its default durability and buffer pool
+//! (`innodb_flush_log_at_trx_commit=1`: the redo log is flushed at every commit); SQLite is a file in WAL mode with
 //! `synchronous=NORMAL`, as lockmgr sets it.
 //!
 //! Sections:
@@ -50,8 +50,11 @@ fn main() {
     let cluster = PgCluster::start(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
         .unwrap_or_else(|e| panic!("{e}"));
     #[cfg(feature = "mysql")]
-    let mariadb = testkit::MysqlServer::start(&["--innodb-flush-log-at-trx-commit=1"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mariadb = testkit::MysqlServer::start(&[
+        "--innodb-flush-log-at-trx-commit=1",
+        "--innodb-buffer-pool-size=128M", // MariaDB's default; the test kit's is smaller
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     #[allow(unused_mut)]
     let mut targets = vec![
