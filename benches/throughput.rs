@@ -1,8 +1,10 @@
 //! Throughput of the lock path, beside the database's own floor, measured in one run.
 //!
 //! `cargo bench --bench throughput` prints markdown tables (copied into
-//! docs/BENCHMARKS.md). PostgreSQL runs in a throwaway cluster with durable settings
-//! (`fsync=on`, `synchronous_commit=on`); SQLite is a file in WAL mode with
+//! docs/BENCHMARKS.md); `--features mysql` adds MariaDB rows. PostgreSQL runs in a
+//! throwaway cluster with durable settings (`fsync=on`, `synchronous_commit=on`);
+//! MariaDB in a throwaway server with its default durability and buffer pool
+//! (`innodb_flush_log_at_trx_commit=1`: the redo log is flushed at every commit); SQLite is a file in WAL mode with
 //! `synchronous=NORMAL`, as lockmgr sets it.
 //!
 //! Sections:
@@ -49,8 +51,15 @@ fn main() {
 
     let cluster = PgCluster::start(&["fsync=on", "synchronous_commit=on", "full_page_writes=on"])
         .unwrap_or_else(|e| panic!("{e}"));
+    #[cfg(feature = "mysql")]
+    let mariadb = testkit::MysqlServer::start(&[
+        "--innodb-flush-log-at-trx-commit=1",
+        "--innodb-buffer-pool-size=128M", // MariaDB's default; the test kit's is smaller
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
-    let targets = [
+    #[allow(unused_mut)]
+    let mut targets = vec![
         (
             Backend::Sqlite,
             dir.path()
@@ -61,6 +70,8 @@ fn main() {
         ),
         (Backend::Postgres, cluster.new_database()),
     ];
+    #[cfg(feature = "mysql")]
+    targets.push((Backend::Mysql, mariadb.new_database()));
 
     println!(
         "## Uncontended acquire + release (one thread; median of {rounds} rounds of {round:?})\n"
@@ -227,6 +238,8 @@ fn median(values: &mut [f64]) -> f64 {
 enum Floor {
     Pg(PgConnection),
     Sqlite(SqliteConnection),
+    #[cfg(feature = "mysql")]
+    Mysql(MysqlConnection),
 }
 
 impl Floor {
@@ -237,6 +250,16 @@ impl Floor {
                 let mut conn = PgConnection::establish(url).unwrap();
                 conn.batch_execute(ddl).unwrap();
                 Floor::Pg(conn)
+            }
+            #[cfg(feature = "mysql")]
+            Backend::Mysql => {
+                let mut conn = MysqlConnection::establish(url).unwrap();
+                conn.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS floor_lock \
+                     (name VARCHAR(255) NOT NULL PRIMARY KEY) ENGINE = InnoDB",
+                )
+                .unwrap();
+                Floor::Mysql(conn)
             }
             _ => {
                 let mut conn = SqliteConnection::establish(url).unwrap();
@@ -261,6 +284,16 @@ impl Floor {
                     .unwrap();
             }
             Floor::Sqlite(conn) => {
+                diesel::insert_into(dsl::floor_lock)
+                    .values(dsl::name.eq(name))
+                    .execute(conn)
+                    .unwrap();
+                diesel::delete(dsl::floor_lock.filter(dsl::name.eq(name)))
+                    .execute(conn)
+                    .unwrap();
+            }
+            #[cfg(feature = "mysql")]
+            Floor::Mysql(conn) => {
                 diesel::insert_into(dsl::floor_lock)
                     .values(dsl::name.eq(name))
                     .execute(conn)
@@ -350,6 +383,15 @@ fn fill(backend: Backend, url: &str, from: usize, to: usize) {
              FROM generate_series({from}, {}) AS n",
             to - 1
         ),
+        // The trigger hands out the fences. MariaDB stops a recursive CTE after 1,000
+        // rows unless told otherwise.
+        Backend::Mysql => format!(
+            "SET SESSION max_recursive_iterations = {to}; \
+             INSERT INTO lockmgr_lock (name, owner, locked_by, created_at, updated_at, fence) \
+             SELECT CONCAT('other:', i), MD5(i), 'bench', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), 0 \
+             FROM (WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n \
+             WHERE i + 1 < {to}) SELECT i FROM n) AS numbers"
+        ),
         _ => format!(
             "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {to}) \
              INSERT INTO lockmgr_lock (name, owner, locked_by, created_at, updated_at, fence) \
@@ -359,6 +401,11 @@ fn fill(backend: Backend, url: &str, from: usize, to: usize) {
     };
     match backend {
         Backend::Postgres => PgConnection::establish(url)
+            .unwrap()
+            .batch_execute(&sql)
+            .unwrap(),
+        #[cfg(feature = "mysql")]
+        Backend::Mysql => MysqlConnection::establish(url)
             .unwrap()
             .batch_execute(&sql)
             .unwrap(),

@@ -1,14 +1,19 @@
 //! The test kit shared by the workspace's integration tests, examples and benchmarks:
-//! throwaway PostgreSQL clusters and temp SQLite files, so that every test runs against
-//! a real database.
+//! throwaway PostgreSQL clusters, MariaDB servers (with the `mysql` feature) and temp
+//! SQLite files, so that every test runs against a real database.
 //!
 //! A PostgreSQL cluster is `initdb`-ed in a temp dir and started on a free loopback
 //! port (as the `postgres` user when running as root). One cluster serves a whole test
 //! binary; each test gets a database of its own. A watchdog process stops the cluster
 //! and removes its files once the test process has exited, however it exited.
 //!
-//! If the cluster cannot be started, the tests that need it panic with the reason:
-//! a PostgreSQL test is never silently skipped.
+//! A MariaDB server (`MysqlServer`, with the `mysql` feature) works the same way: `mariadb-install-db` in a
+//! temp dir, `mariadbd` on a free loopback port (as the `mysql` user when running as
+//! root), a database per test, and a watchdog that kills it and removes its files when
+//! the test process has exited.
+//!
+//! If a server cannot be started, the tests that need it panic with the reason: a
+//! PostgreSQL or MariaDB test is never silently skipped.
 
 use std::fs;
 use std::net::TcpListener;
@@ -23,8 +28,13 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use lockmgr::LockStore;
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "mysql")]
+pub use mysql::MysqlServer;
+
 /// A database for one test: a SQLite file in a temp dir, or a fresh database in the
-/// shared PostgreSQL cluster.
+/// shared PostgreSQL cluster or MariaDB server.
 pub struct TestDb {
     url: String,
     kind: lockmgr::Backend,
@@ -57,12 +67,36 @@ impl TestDb {
         }
     }
 
+    /// A new, empty database in this test binary's MariaDB server.
+    #[cfg(feature = "mysql")]
+    pub fn mysql() -> TestDb {
+        TestDb {
+            url: MysqlServer::shared().new_database(),
+            kind: lockmgr::Backend::Mysql,
+            _dir: None,
+        }
+    }
+
     /// A database of the given backend.
     pub fn of(backend: lockmgr::Backend) -> TestDb {
         match backend {
             lockmgr::Backend::Postgres => TestDb::postgres(),
+            #[cfg(feature = "mysql")]
+            lockmgr::Backend::Mysql => TestDb::mysql(),
+            #[cfg(not(feature = "mysql"))]
+            lockmgr::Backend::Mysql => panic!("MySQL tests need the `mysql` feature"),
             _ => TestDb::sqlite(),
         }
+    }
+
+    /// The backends the tests run on: SQLite, PostgreSQL and, with the `mysql`
+    /// feature, MySQL (a MariaDB server).
+    pub fn backends() -> Vec<lockmgr::Backend> {
+        let mut backends = vec![lockmgr::Backend::Sqlite, lockmgr::Backend::Postgres];
+        if cfg!(feature = "mysql") {
+            backends.push(lockmgr::Backend::Mysql);
+        }
+        backends
     }
 
     /// The URL to open.
@@ -81,8 +115,9 @@ impl TestDb {
     }
 }
 
-/// Run each named test function (`fn(&TestDb)`) once on SQLite and once on PostgreSQL,
-/// as `sqlite::NAME` and `postgres::NAME`.
+/// Run each named test function (`fn(&TestDb)`) once on SQLite, once on PostgreSQL
+/// and, when the calling crate has the `mysql` feature on, once on MariaDB, as
+/// `sqlite::NAME`, `postgres::NAME` and `mysql::NAME`.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -91,6 +126,10 @@ macro_rules! backend_tests {
         }
         mod postgres {
             $( #[test] fn $name() { super::$name(&$crate::TestDb::postgres()) } )*
+        }
+        #[cfg(feature = "mysql")]
+        mod mysql {
+            $( #[test] fn $name() { super::$name(&$crate::TestDb::mysql()) } )*
         }
     };
 }
@@ -264,15 +303,19 @@ fn is_root() -> bool {
 }
 
 fn postgres_ids() -> Result<(u32, u32), String> {
-    let passwd = fs::read_to_string("/etc/passwd").map_err(|e| format!("/etc/passwd: {e}"))?;
+    user_ids("postgres").ok_or_else(|| {
+        "running as root, PostgreSQL needs the `postgres` user, which this machine does not have".to_string()
+    })
+}
+
+/// The uid and gid of a system user.
+fn user_ids(user: &str) -> Option<(u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
     passwd
         .lines()
         .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&"postgres") && fields.len() > 3)
+        .find(|fields| fields.first() == Some(&user) && fields.len() > 3)
         .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-        .ok_or_else(|| {
-            "running as root, PostgreSQL needs the `postgres` user, which this machine does not have".to_string()
-        })
 }
 
 /// Find a PostgreSQL program on PATH, else in Debian's versioned folder.

@@ -1,4 +1,5 @@
-//! Real processes racing on one database (SQLite file and PostgreSQL).
+//! Real processes racing on one database (SQLite file, PostgreSQL and, with the
+//! `mysql` feature, MariaDB).
 //!
 //! This test binary is its own worker: run without arguments it is the parent, which
 //! spawns copies of itself with `--child …` and checks what they report. (It has no
@@ -21,10 +22,14 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("--child") => child(&args[1..]),
         Some("--list") => {
-            for (name, _) in TESTS {
-                println!("{name}: test");
+            for backend in TestDb::backends() {
+                for (name, _) in TESTS {
+                    println!("{backend}::{name}: test");
+                }
             }
             println!("postgres::restart_under_load: test");
+            #[cfg(feature = "mysql")]
+            println!("mysql::restart_under_load: test");
         }
         _ => parent(),
     }
@@ -57,7 +62,7 @@ fn parent() {
             failures.push(label);
         }
     };
-    for backend in [lockmgr::Backend::Sqlite, lockmgr::Backend::Postgres] {
+    for backend in TestDb::backends() {
         for (name, test) in TESTS {
             run(format!("{backend}::{name}"), &|| test(&TestDb::of(backend)));
         }
@@ -65,6 +70,11 @@ fn parent() {
     run(
         "postgres::restart_under_load".to_string(),
         &postgres_restart_under_load,
+    );
+    #[cfg(feature = "mysql")]
+    run(
+        "mysql::restart_under_load".to_string(),
+        &mysql_restart_under_load,
     );
     if !failures.is_empty() {
         eprintln!("failed: {failures:?}");
@@ -190,13 +200,28 @@ fn killed_holder_frees_at_expiry(db: &TestDb) {
     assert!(guard.fence() > held.fence);
 }
 
-/// PostgreSQL stopped (fast) and started again on the same port while 4 processes loop
-/// acquire/release: they see errors during the outage, recover on their own, never
-/// overlap, and no lock is left stuck.
+/// PostgreSQL stopped (fast) and started again on the same port under load; see
+/// [`restart_under_load`].
 fn postgres_restart_under_load() {
     let cluster = testkit::PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}"));
     let url = cluster.new_database();
-    let store = LockStore::open(&url).unwrap();
+    restart_under_load(&url, &|| cluster.stop(), &|| cluster.restart());
+}
+
+/// MariaDB stopped (SIGTERM) and started again on the same port under load; see
+/// [`restart_under_load`].
+#[cfg(feature = "mysql")]
+fn mysql_restart_under_load() {
+    let server = testkit::MysqlServer::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let url = server.new_database();
+    restart_under_load(&url, &|| server.stop(), &|| server.restart());
+}
+
+/// The server stopped and started again on the same port while 4 processes loop
+/// acquire/release: they see errors during the outage, recover on their own (the pool
+/// drops the dead connections), never overlap, and no lock is left stuck.
+fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
+    let store = LockStore::open(url).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (marker, counter) = (dir.path().join("held"), dir.path().join("counter"));
     fs::write(&counter, "0").unwrap();
@@ -204,7 +229,7 @@ fn postgres_restart_under_load() {
         .map(|_| {
             spawn_child(&[
                 "loop",
-                &url,
+                url,
                 "restart:job",
                 "7000",
                 path(&marker),
@@ -213,9 +238,9 @@ fn postgres_restart_under_load() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    cluster.stop();
+    stop();
     std::thread::sleep(Duration::from_millis(1000));
-    cluster.restart();
+    restart();
 
     let mut total = Tally::default();
     for child in children {

@@ -123,3 +123,64 @@ fn in_memory_sqlite_works_as_one_database() {
     assert!(seen);
     assert!(store.unlock(&lock).unwrap());
 }
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::open_err;
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    use lockmgr::{Error, LockStore};
+
+    #[test]
+    fn unreachable_mysql_is_a_connection_error_without_password() {
+        let err = open_err("mysql://app:hunter2-secret@127.0.0.1:1/locks");
+        assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("mysql://app:***@127.0.0.1:1/locks"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{err:?}").contains("hunter2"));
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
+
+    #[test]
+    fn wrong_password_on_a_real_server_is_not_echoed() {
+        let server = testkit::MysqlServer::shared();
+        let db = server.new_database();
+        let db_name = db.rsplit('/').next().unwrap().to_string();
+        let mut admin = diesel::MysqlConnection::establish(&server.url_of("mysql")).unwrap();
+        admin
+            .batch_execute(&format!(
+                "CREATE USER 'app'@'%' IDENTIFIED BY 'right-pass'; \
+                 GRANT ALL ON {db_name}.* TO 'app'@'%'"
+            ))
+            .unwrap();
+        let base = format!("127.0.0.1:{}/{db_name}", server.port());
+
+        let err = open_err(&format!("mysql://app:hunter2-secret@{base}"));
+        assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("Access denied"), "{text}");
+        assert!(text.contains("mysql://app:***@"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!format!("{err:?}").contains("hunter2"));
+
+        // The right password works, and the store shows its URL masked.
+        let store = LockStore::open(&format!("mysql://app:right-pass@{base}")).unwrap();
+        assert!(!store.url().contains("right-pass"), "{}", store.url());
+        assert_eq!(store.backend(), lockmgr::Backend::Mysql);
+        store.get_lock("granted", None).unwrap();
+    }
+
+    #[test]
+    fn malformed_mysql_urls_are_invalid_url_errors() {
+        for url in [
+            "mysql://u:hunter2@[::1/db",
+            "mysql://u:hunter2@localhost",
+            "mariadb://u:hunter2@localhost/",
+        ] {
+            let err = open_err(url);
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err:?}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+    }
+}

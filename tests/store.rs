@@ -75,7 +75,10 @@ fn expired_lock_is_free_and_taken_over(db: &TestDb) {
     let old = store.get_lock("seed:expire", millis(300)).unwrap();
     assert!(store.is_locked("seed:expire").unwrap());
     wait_until_free(&store, "seed:expire");
-    assert!(old.expired());
+    // `expired()` estimates the database clock from the `now()` of the statement that
+    // read the row, so it trails the server by that statement's run and reply time:
+    // right after the server calls the lock free it may not agree yet.
+    assert!(testkit::eventually(Duration::from_secs(1), || old.expired()));
     assert!(store
         .list_locks()
         .unwrap()
@@ -608,6 +611,49 @@ fn invalid_names_are_refused(db: &TestDb) {
     assert_eq!(store.list_locks().unwrap().len(), odd.len());
 }
 
+fn names_compare_byte_for_byte(db: &TestDb) {
+    let store = db.store();
+    // Names that a collation could fold together: case, trailing spaces (MySQL's
+    // PAD SPACE collations), Unicode normalization (NFC "é" and NFD "e + ◌́"),
+    // and `ß` / `ss`. Each one is a lock of its own.
+    let names = [
+        "job",
+        "Job",
+        "job ",
+        "job  ",
+        "caf\u{e9}",
+        "cafe\u{301}",
+        "stra\u{df}e",
+        "strasse",
+    ];
+    let locks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            store
+                .get_lock(name, MINUTE)
+                .unwrap_or_else(|e| panic!("{name:?} was taken as another name: {e}"))
+        })
+        .collect();
+    for (lock, name) in locks.iter().zip(names) {
+        assert_eq!(lock.name, name);
+    }
+    assert!(!store.is_locked("JOB").unwrap());
+    assert!(!store.is_locked(" job").unwrap());
+    assert!(store.unlock("job").unwrap());
+    assert!(
+        store.is_locked("job ").unwrap(),
+        "unlocking `job` released `job `"
+    );
+    assert!(store.is_locked("Job").unwrap());
+    let listed: Vec<_> = store
+        .list_locks()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(listed.len(), names.len() - 1, "{listed:?}");
+}
+
 fn stores_share_one_database(db: &TestDb) {
     let a = db.store();
     let b = db.store();
@@ -646,6 +692,64 @@ fn threads_race_without_raw_errors(db: &TestDb) {
     assert!(results.iter().map(|(w, _)| w).sum::<u32>() > 0);
 }
 
+fn set_lock_races_get_lock_without_raw_errors(db: &TestDb) {
+    // set_lock renews and creates rows in one transaction while other threads take
+    // and drop the same names one at a time. Whatever order the database locks
+    // things in (MySQL: rows, and the fence counter on every insert), every call
+    // ends as Ok or Locked: deadlocks and busy errors are retried inside.
+    let store = db.store();
+    let names = ["mix:a", "mix:b", "mix:c", "mix:d"];
+    let setters: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let report = store
+                        .set_lock(names, MINUTE, false, true, true)
+                        .unwrap_or_else(|e| panic!("set_lock got a raw error: {e}"));
+                    assert_eq!(report.created + report.renewed, names.len());
+                    // Free one name, so the next call creates (inserts) after renewing.
+                    store.unlock(names[(t + i) % names.len()]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let takers: Vec<_> = (0..3)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut won = 0;
+                for i in 0..50 {
+                    match store.get_lock(names[(t + i) % names.len()], MINUTE) {
+                        Ok(lock) => {
+                            won += 1;
+                            store.unlock(&lock).unwrap();
+                        }
+                        Err(e) if e.is_locked() => {}
+                        Err(e) => panic!("get_lock got a raw error: {e}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    for setter in setters {
+        setter.join().unwrap();
+    }
+    for taker in takers {
+        taker.join().unwrap();
+    }
+    let fences: Vec<i64> = names
+        .iter()
+        .filter_map(|name| store.find_lock(name).unwrap())
+        .map(|lock| lock.fence)
+        .collect();
+    let mut unique = fences.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), fences.len(), "two live locks share a fence");
+}
+
 testkit::backend_tests!(
     second_get_lock_fails_with_locked,
     is_locked_true_and_false,
@@ -674,6 +778,8 @@ testkit::backend_tests!(
     set_lock_creates_renews_and_skips,
     set_lock_fail_keeps_nothing,
     invalid_names_are_refused,
+    names_compare_byte_for_byte,
     stores_share_one_database,
     threads_race_without_raw_errors,
+    set_lock_races_get_lock_without_raw_errors,
 );

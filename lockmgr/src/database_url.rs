@@ -19,6 +19,9 @@ pub enum Backend {
     Postgres,
     /// SQLite: the embedded default, for one host.
     Sqlite,
+    /// MySQL or MariaDB (`mysql://…`): a shared store for many hosts. Opening one
+    /// needs the crate's `mysql` feature.
+    Mysql,
 }
 
 impl fmt::Display for Backend {
@@ -26,6 +29,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
+            Backend::Mysql => "mysql",
         })
     }
 }
@@ -34,7 +38,8 @@ impl fmt::Display for Backend {
 #[derive(Clone)]
 pub(crate) struct DatabaseUrl {
     pub(crate) backend: Backend,
-    /// What the driver connects to: the URL for PostgreSQL, the path for SQLite.
+    /// What the driver connects to: the URL for PostgreSQL and MySQL, the path for
+    /// SQLite.
     pub(crate) target: String,
     /// SQLite `:memory:`: every connection would see its own database, so the pool
     /// keeps exactly one.
@@ -53,7 +58,8 @@ impl fmt::Debug for DatabaseUrl {
 
 impl DatabaseUrl {
     /// Parse a URL as the contract lays out:
-    /// `postgres://…` / `postgresql://…`, `sqlite://PATH`, `sqlite::memory:`, or a plain path.
+    /// `postgres://…` / `postgresql://…`, `mysql://…` (or `mariadb://…`),
+    /// `sqlite://PATH`, `sqlite::memory:`, or a plain path.
     pub(crate) fn parse(raw: &str) -> Result<DatabaseUrl> {
         let masked = mask_password(raw);
         let invalid = |reason: &str| Error::InvalidUrl {
@@ -82,6 +88,9 @@ impl DatabaseUrl {
                 secret,
             });
         }
+        if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
+            return parse_mysql(trimmed, masked.clone(), &invalid);
+        }
         let sqlite = |path: &str| -> Result<DatabaseUrl> {
             if path.is_empty() {
                 return Err(invalid("a SQLite URL needs a file path"));
@@ -102,7 +111,8 @@ impl DatabaseUrl {
             return sqlite(rest);
         }
         if let Some((scheme, _)) = trimmed.split_once("://") {
-            let supported = "use postgres://…, sqlite://PATH, sqlite::memory: or a file path";
+            let supported =
+                "use postgres://…, mysql://…, sqlite://PATH, sqlite::memory: or a file path";
             return Err(invalid(&format!(
                 "unsupported scheme {scheme:?}: {supported}"
             )));
@@ -118,6 +128,43 @@ impl DatabaseUrl {
         }
         out
     }
+}
+
+/// `mysql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE[?unix_socket=…&ssl_mode=…]`; also
+/// `mariadb://…`, handed to the driver as `mysql://…`. The database name is required:
+/// the lock table lives in it.
+fn parse_mysql(
+    trimmed: &str,
+    masked: String,
+    invalid: &dyn Fn(&str) -> Error,
+) -> Result<DatabaseUrl> {
+    let target = match strip_prefix_ci(trimmed, "mariadb://") {
+        Some(rest) => format!("mysql://{rest}"),
+        None => format!("mysql://{}", &trimmed["mysql://".len()..]),
+    };
+    let parsed = url::Url::parse(&target).map_err(|e| invalid(&e.to_string()))?;
+    let database = parsed
+        .path_segments()
+        .and_then(|mut segments| segments.next())
+        .unwrap_or("");
+    if database.is_empty() {
+        return Err(invalid(
+            "a MySQL URL needs a database name: mysql://user:password@host/DATABASE",
+        ));
+    }
+    if !cfg!(feature = "mysql") {
+        return Err(invalid(
+            "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature",
+        ));
+    }
+    let secret = parsed.password().map(percent_decode);
+    Ok(DatabaseUrl {
+        backend: Backend::Mysql,
+        target,
+        in_memory: false,
+        masked,
+        secret,
+    })
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -149,6 +196,7 @@ fn percent_decode(s: &str) -> String {
 /// ```
 /// use lockmgr::mask_password;
 /// assert_eq!(mask_password("postgres://app:s3cret@db/locks"), "postgres://app:***@db/locks");
+/// assert_eq!(mask_password("mysql://app:s3cret@db:3306/locks"), "mysql://app:***@db:3306/locks");
 /// assert_eq!(
 ///     mask_password("postgres://db/locks?user=app&password=s3cret"),
 ///     "postgres://db/locks?user=app&password=***"
@@ -233,6 +281,27 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn selects_mysql() {
+        let my = DatabaseUrl::parse("mysql://u:p%40ss@127.0.0.1:3306/locks").unwrap();
+        assert_eq!(my.backend, Backend::Mysql);
+        assert_eq!(my.target, "mysql://u:p%40ss@127.0.0.1:3306/locks");
+        assert_eq!(my.masked, "mysql://u:***@127.0.0.1:3306/locks");
+        assert_eq!(my.scrub("denied for p@ss"), "denied for ***");
+        let maria = DatabaseUrl::parse("MariaDB://u@db/locks?unix_socket=/run/m.sock").unwrap();
+        assert_eq!(maria.backend, Backend::Mysql);
+        assert_eq!(maria.target, "mysql://u@db/locks?unix_socket=/run/m.sock");
+    }
+
+    #[cfg(not(feature = "mysql"))]
+    #[test]
+    fn mysql_without_the_feature_says_so() {
+        let err = DatabaseUrl::parse("mysql://u:hunter2@h/locks").unwrap_err();
+        assert!(err.to_string().contains("`mysql` cargo feature"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
     #[test]
     fn rejects_bad_urls_without_leaking_the_password() {
         for bad in [
@@ -241,6 +310,9 @@ mod tests {
             "redis://u:hunter2@host/0",
             "postgres://u:hunter2@[bad/db",
             "sqlite://",
+            "mysql://u:hunter2@[bad/db",
+            "mysql://u:hunter2@host",
+            "mysql://u:hunter2@host/",
         ] {
             let err = DatabaseUrl::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
@@ -266,6 +338,10 @@ mod tests {
         assert_eq!(
             mask_password("postgres://u:secret@[::1"),
             "postgres://u:***@[::1"
+        );
+        assert_eq!(
+            mask_password("mysql://root:pw@localhost/db?unix_socket=/tmp/s"),
+            "mysql://root:***@localhost/db?unix_socket=/tmp/s"
         );
     }
 

@@ -8,6 +8,7 @@
 //! - **SQLite** is the embedded default (the file `lockmgr.sqlite3`, or
 //!   `LOCKMGR_DATABASE_URL` / `DATABASE_URL`): nothing to install, one host.
 //! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts.
+//! - **MySQL / MariaDB** (`mysql://…`, with the `mysql` cargo feature) is one too.
 //!
 //! ## Quick start
 //!
@@ -105,11 +106,12 @@
 //! ## Guarantees
 //!
 //! - Acquiring is one atomic statement (an insert that also takes over an *expired*
-//!   row): two processes never both hold a lock, and the loser always gets
-//!   [`Error::Locked`] — never a raw unique-violation or "database is locked" error.
+//!   row; on MySQL, which has no `RETURNING`, followed by a read of the row): two
+//!   processes never both hold a lock, and the loser always gets [`Error::Locked`] —
+//!   never a raw unique-violation, deadlock or "database is locked" error.
 //! - Expiry is decided by the database clock inside the statement (PostgreSQL's
-//!   `now()`; for SQLite, which has no server, the clock of the process running the
-//!   statement).
+//!   `now()`, MySQL's `UTC_TIMESTAMP(6)`; for SQLite, which has no server, the clock
+//!   of the process running the statement).
 //! - Every acquisition mints a private owner token: a holder whose lock expired and
 //!   was taken by another can neither release nor renew the new holder's lock.
 //! - Every acquisition gets a fencing token ([`Lock::fence`]) larger than every

@@ -9,6 +9,8 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub(crate) const POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 pub(crate) const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL: EmbeddedMigrations = embed_migrations!("migrations/mysql");
 
 /// What diesel's migration harness fails with.
 pub(crate) type MigrationError = Box<dyn std::error::Error + Send + Sync>;

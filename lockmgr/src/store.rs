@@ -22,7 +22,8 @@ use crate::wakeup::{Ticket, WakeBoard};
 ///
 /// The table is created on first use. Every expiry decision is made by the database's
 /// clock inside the statement that acts on it (PostgreSQL: the server's `now()`;
-/// SQLite: the clock of the process running the statement, as SQLite has no server).
+/// MySQL: the server's `UTC_TIMESTAMP(6)`; SQLite: the clock of the process running
+/// the statement, as SQLite has no server).
 ///
 /// ```
 /// use std::time::Duration;
@@ -233,8 +234,9 @@ pub(crate) struct AcquireSpec<'a> {
 
 impl LockStore {
     /// Open the store at `url` with default settings: `postgres://…` /
-    /// `postgresql://…` for PostgreSQL; `sqlite://PATH`, `sqlite::memory:` or a plain
-    /// file path for SQLite. Creates the lock table if it is missing.
+    /// `postgresql://…` for PostgreSQL; `mysql://…` for MySQL or MariaDB (with the
+    /// `mysql` feature); `sqlite://PATH`, `sqlite::memory:` or a plain file path for
+    /// SQLite. Creates the lock table if it is missing.
     pub fn open(url: &str) -> Result<LockStore> {
         LockStore::builder(url).open()
     }
@@ -283,7 +285,8 @@ impl LockStore {
 
     /// Take the lock `name` for `expires` (`None` or zero: never expires), or fail at
     /// once with [`Error::Locked`] when someone else holds it. An expired lock is taken
-    /// over. One statement on the database in the common case.
+    /// over. One statement on the database in the common case (two on MySQL: the
+    /// write, then a read of the row, as MySQL has no `RETURNING`).
     pub fn get_lock(&self, name: &str, expires: Option<Duration>) -> Result<Lock> {
         let outcome = self.acquire_once(&AcquireSpec {
             name,

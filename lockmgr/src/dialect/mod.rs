@@ -8,6 +8,8 @@
 //!
 //! Each method is one statement (one round trip) unless its doc says otherwise.
 
+#[cfg(feature = "mysql")]
+mod mysql;
 mod postgres;
 mod sqlite;
 mod stmt;
@@ -83,7 +85,9 @@ pub(crate) trait LockConn {
     fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>>;
 
     /// Run `body` in one transaction that holds the write lock from its first
-    /// statement (PostgreSQL: row locks as it goes; SQLite: `BEGIN IMMEDIATE`).
+    /// statement (PostgreSQL and MySQL: row locks as it goes; SQLite:
+    /// `BEGIN IMMEDIATE`). `body` may run more than once (MySQL retries a
+    /// transaction the server chose as a deadlock victim); each run starts afresh.
     fn in_transaction(
         &mut self,
         body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
