@@ -346,10 +346,11 @@ impl LockStore {
             request.name,
             self.with_conn(|conn| Ok(conn.release(request)?)),
         )?;
+        // Log before waking: a woken waiter's "acquired" must come after this release.
+        events::released(request.name, lock, released);
         if released {
             self.inner.board.wake(request.name);
         }
-        events::released(request.name, lock, released);
         Ok(released)
     }
 
@@ -357,10 +358,10 @@ impl LockStore {
     pub fn unlock_if_expired(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
         let released = self.with_conn(|conn| Ok(conn.release_if_expired(name)?))?;
+        events::released(name, None, released);
         if released {
             self.inner.board.wake(name);
         }
-        events::released(name, None, released);
         Ok(released)
     }
 
