@@ -456,6 +456,48 @@ fn bad_names_change_nothing(db: &TestDb) {
     assert_eq!(locked_names(&store), ["held"]);
 }
 
+/// Names that look like trouble but are valid go in and come out exactly; a very long
+/// one (100 KB: a single argument cannot be much longer on Linux) and a NUL-free
+/// control character are refused without touching anything.
+fn odd_names_round_trip(db: &TestDb) {
+    let store = db.store();
+    store.get_lock("held", None).unwrap();
+    let odd = [
+        "quote'\"; DROP TABLE lockmgr_lock; --",
+        "日本語 ✓ émoji 🔒",
+        "%_*?\\",
+        "a b",
+        "Job",
+    ];
+    let mut cmd = lockmgr(db);
+    cmd.arg("set-lock").args(odd);
+    ok(&mut cmd);
+    let listed: Value =
+        serde_json::from_str(&ok(lockmgr(db).args(["list-locks", "--json"]))).unwrap();
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    let mut expected: Vec<&str> = odd.iter().copied().chain(["held"]).collect();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    assert!(!store.is_locked("job").unwrap(), "names are case-sensitive");
+
+    let huge = "y".repeat(100 * 1024);
+    for bad in [huge.as_str(), "bell\u{7}", "esc\u{1b}[0m"] {
+        let mut cmd = lockmgr(db);
+        cmd.args(["set-lock", bad]);
+        fails(&mut cmd, 1, "invalid lock name");
+    }
+    let mut cmd = lockmgr(db);
+    cmd.arg("clear-lock").args(odd);
+    ok(&mut cmd);
+    assert_eq!(locked_names(&store), ["held"]);
+}
+
 // ---------------------------------------------------------------------------------
 // clear-lock
 
@@ -711,6 +753,7 @@ testkit::backend_tests!(
     set_lock_timeout,
     set_lock_fail_keeps_nothing,
     bad_names_change_nothing,
+    odd_names_round_trip,
     clear_lock_releases_by_name,
     clear_lock_if_expired,
     reset_locks_after_yes,
