@@ -2,7 +2,7 @@
 //! from the sequence `lockmgr_lock_fence_seq`.
 
 use chrono::{DateTime, Utc};
-use diesel::connection::Connection;
+use diesel::connection::{Connection, SimpleConnection};
 use diesel::pg::PgConnection;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
@@ -60,6 +60,15 @@ impl From<PgRow> for LockRow {
 struct Flag {
     #[diesel(sql_type = Bool)]
     value: bool,
+}
+
+/// A statement that reads the whole table: sequential scans are off on lockmgr's
+/// connections (see conn.rs), so allow them again for this one.
+fn whole_table(conn: &mut PgConnection, sql: &'static str) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        conn.batch_execute("SET LOCAL enable_seqscan = on")?;
+        Stmt::new(sql).execute(conn)
+    })
 }
 
 fn one(stmt: Stmt<'_>, conn: &mut PgConnection) -> QueryResult<Option<LockRow>> {
@@ -185,11 +194,11 @@ impl LockConn for PgConnection {
     }
 
     fn clean_expired(&mut self) -> QueryResult<usize> {
-        Stmt::new("DELETE FROM lockmgr_lock WHERE locked_until <= now()").execute(self)
+        whole_table(self, "DELETE FROM lockmgr_lock WHERE locked_until <= now()")
     }
 
     fn delete_all(&mut self) -> QueryResult<usize> {
-        Stmt::new("DELETE FROM lockmgr_lock").execute(self)
+        whole_table(self, "DELETE FROM lockmgr_lock")
     }
 
     fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>> {
