@@ -252,10 +252,23 @@ fn invalid_rendered_name_is_an_error(db: &TestDb) {
     let long = "k".repeat(300);
     let err = run(&store, &long, || ran.set(true)).unwrap_err();
     assert!(matches!(err, lockmgr::Error::InvalidName { .. }), "{err}");
-    let err = run(&store, "line\nbreak", || ran.set(true)).unwrap_err();
-    assert!(matches!(err, lockmgr::Error::InvalidName { .. }), "{err}");
+    let huge = "h".repeat(1 << 20);
+    for bad in ["line\nbreak", "nul\0", "esc\u{1b}", huge.as_str()] {
+        let err = run(&store, bad, || ran.set(true)).unwrap_err();
+        assert!(matches!(err, lockmgr::Error::InvalidName { .. }), "{err}");
+    }
     assert!(!ran.get());
     assert!(store.list_locks().unwrap().is_empty());
+    // Odd but valid keys render into names that round-trip exactly.
+    for odd in ["quote'\"; DROP TABLE lockmgr_lock; --", "日本語 ✓ 🔒", "%_"] {
+        let name = format!("t:{odd}");
+        let held = run(&store, odd, || store.is_locked(&name).unwrap()).unwrap();
+        assert!(
+            held,
+            "{name:?} was held under its exact name during the call"
+        );
+        assert!(!store.is_locked(&name).unwrap());
+    }
 }
 
 testkit::backend_tests!(
