@@ -16,7 +16,50 @@ mod stmt;
 
 use crate::error::Result;
 use crate::model::LockRow;
-use diesel::QueryResult;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+use diesel::{QueryResult, QueryableByName};
+
+/// A lock row from a backend that keeps UTC times without a zone (SQLite's text
+/// times, MySQL's `DATETIME(6)`), read as diesel `Timestamp`s.
+#[derive(QueryableByName)]
+pub(crate) struct NaiveRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    owner: String,
+    #[diesel(sql_type = Text)]
+    locked_by: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lock_process: Option<i64>,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    locked_until: Option<NaiveDateTime>,
+    #[diesel(sql_type = Timestamp)]
+    created_at: NaiveDateTime,
+    #[diesel(sql_type = Timestamp)]
+    updated_at: NaiveDateTime,
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+    #[diesel(sql_type = Timestamp)]
+    db_now: NaiveDateTime,
+}
+
+impl From<NaiveRow> for LockRow {
+    fn from(r: NaiveRow) -> LockRow {
+        let utc = |t: NaiveDateTime| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc);
+        LockRow {
+            name: r.name,
+            owner: r.owner,
+            locked_by: r.locked_by,
+            lock_process: r.lock_process,
+            locked_until: r.locked_until.map(utc),
+            created_at: utc(r.created_at),
+            updated_at: utc(r.updated_at),
+            fence: r.fence,
+            db_now: utc(r.db_now),
+        }
+    }
+}
 
 /// Take a lock: insert its row, or take over the row if it has expired.
 pub(crate) struct AcquireRequest<'a> {

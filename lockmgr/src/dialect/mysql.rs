@@ -17,15 +17,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::mysql::MysqlConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Datetime, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Nullable};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
 use crate::error::{Error, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -44,45 +43,6 @@ const NAME_IS_END: &str = " AS BINARY)";
 const DEADLOCK_RETRIES: u32 = 50;
 
 #[derive(QueryableByName)]
-struct MysqlRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    owner: String,
-    #[diesel(sql_type = Text)]
-    locked_by: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    lock_process: Option<i64>,
-    #[diesel(sql_type = Nullable<Datetime>)]
-    locked_until: Option<NaiveDateTime>,
-    #[diesel(sql_type = Datetime)]
-    created_at: NaiveDateTime,
-    #[diesel(sql_type = Datetime)]
-    updated_at: NaiveDateTime,
-    #[diesel(sql_type = BigInt)]
-    fence: i64,
-    #[diesel(sql_type = Datetime)]
-    db_now: NaiveDateTime,
-}
-
-impl From<MysqlRow> for LockRow {
-    fn from(r: MysqlRow) -> LockRow {
-        let utc = |t: NaiveDateTime| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc);
-        LockRow {
-            name: r.name,
-            owner: r.owner,
-            locked_by: r.locked_by,
-            lock_process: r.lock_process,
-            locked_until: r.locked_until.map(utc),
-            created_at: utc(r.created_at),
-            updated_at: utc(r.updated_at),
-            fence: r.fence,
-            db_now: utc(r.db_now),
-        }
-    }
-}
-
-#[derive(QueryableByName)]
 struct Flag {
     #[diesel(sql_type = Bool)]
     value: bool,
@@ -96,7 +56,7 @@ struct Number {
 
 fn one(stmt: Stmt<'_>, conn: &mut MysqlConnection) -> QueryResult<Option<LockRow>> {
     Ok(stmt
-        .get_result::<MysqlRow>(conn)
+        .get_result::<NaiveRow>(conn)
         .optional()?
         .map(LockRow::from))
 }
@@ -283,7 +243,7 @@ impl LockConn for MysqlConnection {
             .sql(LIVE)
             .sql(" ORDER BY name");
         Ok(stmt
-            .load::<MysqlRow>(self)?
+            .load::<NaiveRow>(self)?
             .into_iter()
             .map(LockRow::from)
             .collect())

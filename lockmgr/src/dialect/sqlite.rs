@@ -5,13 +5,12 @@
 //! Every write is a single statement or runs in `BEGIN IMMEDIATE`, so a writer waits
 //! for the write lock (`busy_timeout`) instead of failing with "database is locked".
 
-use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
+use diesel::sql_types::Bool;
 use diesel::sqlite::SqliteConnection;
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
 use crate::error::Result;
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -24,45 +23,6 @@ const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 const LIVE: &str = " (locked_until IS NULL OR locked_until > strftime('%Y-%m-%d %H:%M:%f', 'now'))";
 
 #[derive(QueryableByName)]
-struct SqliteRow {
-    #[diesel(sql_type = Text)]
-    name: String,
-    #[diesel(sql_type = Text)]
-    owner: String,
-    #[diesel(sql_type = Text)]
-    locked_by: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    lock_process: Option<i64>,
-    #[diesel(sql_type = Nullable<Timestamp>)]
-    locked_until: Option<NaiveDateTime>,
-    #[diesel(sql_type = Timestamp)]
-    created_at: NaiveDateTime,
-    #[diesel(sql_type = Timestamp)]
-    updated_at: NaiveDateTime,
-    #[diesel(sql_type = BigInt)]
-    fence: i64,
-    #[diesel(sql_type = Timestamp)]
-    db_now: NaiveDateTime,
-}
-
-impl From<SqliteRow> for LockRow {
-    fn from(r: SqliteRow) -> LockRow {
-        let utc = |t: NaiveDateTime| DateTime::<Utc>::from_naive_utc_and_offset(t, Utc);
-        LockRow {
-            name: r.name,
-            owner: r.owner,
-            locked_by: r.locked_by,
-            lock_process: r.lock_process,
-            locked_until: r.locked_until.map(utc),
-            created_at: utc(r.created_at),
-            updated_at: utc(r.updated_at),
-            fence: r.fence,
-            db_now: utc(r.db_now),
-        }
-    }
-}
-
-#[derive(QueryableByName)]
 struct Flag {
     #[diesel(sql_type = Bool)]
     value: bool,
@@ -70,7 +30,7 @@ struct Flag {
 
 fn one(stmt: Stmt<'_>, conn: &mut SqliteConnection) -> QueryResult<Option<LockRow>> {
     Ok(stmt
-        .get_result::<SqliteRow>(conn)
+        .get_result::<NaiveRow>(conn)
         .optional()?
         .map(LockRow::from))
 }
@@ -174,7 +134,7 @@ impl LockConn for SqliteConnection {
             .sql(LIVE)
             .sql(" ORDER BY name");
         Ok(stmt
-            .load::<SqliteRow>(self)?
+            .load::<NaiveRow>(self)?
             .into_iter()
             .map(LockRow::from)
             .collect())
