@@ -348,6 +348,21 @@ fn wait_for(start: &Path) {
     }
 }
 
+/// The work done under the lock: take an exclusive marker file (finding it taken is an
+/// overlap), increment the counter file slowly enough for a second holder to be
+/// caught, give the marker back.
+fn critical_section(marker: &Path, counter: &Path, tally: &mut Tally) {
+    match OpenOptions::new().write(true).create_new(true).open(marker) {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => tally.overlap += 1,
+        Err(e) => panic!("marker: {e}"),
+    }
+    let n: usize = fs::read_to_string(counter).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    fs::write(counter, (n + 1).to_string()).unwrap();
+    let _ = fs::remove_file(marker);
+}
+
 fn child(args: &[String]) {
     match args[0].as_str() {
         "race" => {
@@ -360,23 +375,7 @@ fn child(args: &[String]) {
                 match store.get_lock(name, Some(Duration::from_secs(60))) {
                     Ok(lock) => {
                         tally.won += 1;
-                        match OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&marker)
-                        {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == ErrorKind::AlreadyExists => tally.overlap += 1,
-                            Err(e) => panic!("marker: {e}"),
-                        }
-                        let n: usize = fs::read_to_string(&counter)
-                            .unwrap()
-                            .trim()
-                            .parse()
-                            .unwrap();
-                        std::thread::sleep(Duration::from_millis(2));
-                        fs::write(&counter, (n + 1).to_string()).unwrap();
-                        let _ = fs::remove_file(&marker);
+                        critical_section(&marker, &counter, &mut tally);
                         store.unlock(&lock).unwrap();
                     }
                     Err(e) if e.is_locked() => tally.locked += 1,
@@ -411,23 +410,7 @@ fn child(args: &[String]) {
                         if tally.other > 0 {
                             tally.recovered += 1;
                         }
-                        match OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .open(&marker)
-                        {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == ErrorKind::AlreadyExists => tally.overlap += 1,
-                            Err(e) => panic!("marker: {e}"),
-                        }
-                        let n: usize = fs::read_to_string(&counter)
-                            .unwrap()
-                            .trim()
-                            .parse()
-                            .unwrap();
-                        std::thread::sleep(Duration::from_millis(2));
-                        fs::write(&counter, (n + 1).to_string()).unwrap();
-                        let _ = fs::remove_file(&marker);
+                        critical_section(&marker, &counter, &mut tally);
                         if let Err(e) = store.unlock(&lock) {
                             eprintln!("release failed: {e}");
                             tally.other += 1;
