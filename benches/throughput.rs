@@ -82,29 +82,18 @@ fn main() {
         let store = LockStore::open(url).unwrap();
         let mut floor = Floor::open(*backend, url);
         for (workload, distinct) in [("distinct names", true), ("one name", false)] {
-            let mut floor_rates = Vec::new();
-            let mut ours_rates = Vec::new();
-            for r in 0..rounds {
-                // Alternate which goes first, so drift on a shared machine hits both.
-                let mut run_floor =
-                    || floor_rates.push(rate(round, |i| floor.cycle(&name(distinct, r, i))));
-                let mut run_ours = || {
-                    ours_rates.push(rate(round, |i| {
+            let (f, o) = paired_medians(
+                rounds,
+                |r| rate(round, |i| floor.cycle(&name(distinct, r, i))),
+                |r| {
+                    rate(round, |i| {
                         let lock = store
                             .get_lock(&name(distinct, r, i), Some(Duration::from_secs(60)))
                             .unwrap();
                         store.unlock(&lock).unwrap();
-                    }))
-                };
-                if r % 2 == 0 {
-                    run_floor();
-                    run_ours();
-                } else {
-                    run_ours();
-                    run_floor();
-                }
-            }
-            let (f, o) = (median(&mut floor_rates), median(&mut ours_rates));
+                    })
+                },
+            );
             println!(
                 "| {backend} | {workload} | {f:.0} | {o:.0} | {:.2}× |",
                 o / f
@@ -176,29 +165,20 @@ fn macro_overhead(targets: &[(Backend, String)], rounds: usize, round: Duration)
     println!("|---|---:|---:|---:|");
     for (backend, url) in targets {
         let store = LockStore::open(url).unwrap();
-        let (mut by_hand, mut with_macro) = (Vec::new(), Vec::new());
-        for r in 0..rounds {
-            let mut hand = || {
-                by_hand.push(rate(round, |i| {
+        let (h, m) = paired_medians(
+            rounds,
+            |r| {
+                rate(round, |i| {
                     drop(
                         store
                             .lock_mgr(format!("bench:macro:{r}:{i}"))
                             .acquire()
                             .unwrap(),
                     );
-                }))
-            };
-            let mut attr =
-                || with_macro.push(rate(round, |i| guarded(&store, r + rounds, i).unwrap()));
-            if r % 2 == 0 {
-                hand();
-                attr();
-            } else {
-                attr();
-                hand();
-            }
-        }
-        let (h, m) = (median(&mut by_hand), median(&mut with_macro));
+                })
+            },
+            |r| rate(round, |i| guarded(&store, r + rounds, i).unwrap()),
+        );
         println!("| {backend} | {h:.0} | {m:.0} | {:.2}× |", m / h);
     }
 }
@@ -227,6 +207,26 @@ fn rate(duration: Duration, mut cycle: impl FnMut(usize)) -> f64 {
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Run `a` and `b` once per round, alternating which goes first so that drift on a
+/// shared machine hits both; the median of each.
+fn paired_medians(
+    rounds: usize,
+    mut a: impl FnMut(usize) -> f64,
+    mut b: impl FnMut(usize) -> f64,
+) -> (f64, f64) {
+    let (mut of_a, mut of_b) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            of_a.push(a(r));
+            of_b.push(b(r));
+        } else {
+            of_b.push(b(r));
+            of_a.push(a(r));
+        }
+    }
+    (median(&mut of_a), median(&mut of_b))
 }
 
 fn median(values: &mut [f64]) -> f64 {

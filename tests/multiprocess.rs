@@ -109,14 +109,7 @@ fn race_for_one_name(db: &TestDb) {
 
     let mut total = Tally::default();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        total.add(&Tally::parse(&stdout));
+        total.add(&finish(child).0);
     }
     let counted: usize = fs::read_to_string(&counter)
         .unwrap()
@@ -244,14 +237,7 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
 
     let mut total = Tally::default();
     for child in children {
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "child failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tally = Tally::parse(&stdout);
+        let (tally, stdout) = finish(child);
         assert!(
             tally.recovered > 0,
             "a child never got the lock again after the outage: {stdout}"
@@ -274,6 +260,18 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
             .unwrap()),
         "a lock was left stuck after the restart"
     );
+}
+
+/// Wait for a worker that must succeed; its tally and its output.
+fn finish(child: std::process::Child) -> (Tally, String) {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (Tally::parse(&stdout), stdout)
 }
 
 fn spawn_child(args: &[&str]) -> std::process::Child {

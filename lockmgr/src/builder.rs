@@ -147,11 +147,7 @@ impl LockMgr {
     /// (`LISTEN`/`NOTIFY`); it also wakes when the holder's lock expires. Waiters get
     /// no ordering guarantee: after a release, whichever retry lands first wins.
     pub fn acquire(self) -> Result<LockGuard> {
-        let mut retry = Retry::new(self.wait, self.store.poll_cap());
-        // Interest in releases is registered before the first try and renewed before
-        // each next one, so a release between a failed try and the sleep still ends
-        // the sleep.
-        let mut ticket = self.wait.map(|_| self.store.wake_ticket(&self.name));
+        let mut retry = Retry::for_lock(&self.store, &self.name, self.wait);
         loop {
             match self.try_acquire()? {
                 Ok(guard) => {
@@ -160,13 +156,7 @@ impl LockMgr {
                 }
                 Err(holder) => {
                     let delay = retry.after_miss(&holder)?;
-                    match ticket.as_mut() {
-                        Some(ticket) => {
-                            ticket.wait(delay);
-                            ticket.renew();
-                        }
-                        None => std::thread::sleep(delay),
-                    }
+                    retry.sleep(delay);
                 }
             }
         }
@@ -208,8 +198,7 @@ impl LockMgr {
     /// # }
     /// ```
     pub async fn acquire_async(self) -> Result<LockGuard> {
-        let mut retry = Retry::new(self.wait, self.store.poll_cap());
-        let mut ticket = self.wait.map(|_| self.store.wake_ticket(&self.name));
+        let mut retry = Retry::for_lock(&self.store, &self.name, self.wait);
         let this = Arc::new(self);
         loop {
             let attempt = Arc::clone(&this);
@@ -220,13 +209,7 @@ impl LockMgr {
                 }
                 Err(holder) => {
                     let delay = retry.after_miss(&holder)?;
-                    match ticket.as_mut() {
-                        Some(ticket) => {
-                            async_support::sleep_until_released(ticket, delay).await;
-                            ticket.renew();
-                        }
-                        None => async_support::sleep(delay).await,
-                    }
+                    retry.sleep_async(delay).await;
                 }
             }
         }

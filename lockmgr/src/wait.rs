@@ -7,7 +7,8 @@ use crate::database_url::Backend;
 use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
-use crate::store::locked_error;
+use crate::store::{locked_error, LockStore};
+use crate::wakeup::Ticket;
 
 const FIRST: Duration = Duration::from_millis(5);
 
@@ -62,16 +63,26 @@ impl Backoff {
 /// ([`LockMgr::acquire`](crate::LockMgr::acquire)) and the async one
 /// ([`LockMgr::acquire_async`](crate::LockMgr::acquire_async)): each loop only attempts
 /// and sleeps the way its context allows.
-#[derive(Debug)]
 pub(crate) struct Retry {
     started: Instant,
     wait: Option<Duration>,
     deadline: Option<Instant>,
     backoff: Backoff,
     attempts: u32,
+    /// Interest in releases of the lock, when waiting: taken before the first try
+    /// and renewed before each next one, so a release between a failed try and the
+    /// sleep still ends the sleep.
+    ticket: Option<Ticket>,
 }
 
 impl Retry {
+    /// The retries of one acquisition of `name` in `store`.
+    pub(crate) fn for_lock(store: &LockStore, name: &str, wait: Option<Duration>) -> Self {
+        let mut retry = Retry::new(wait, store.poll_cap());
+        retry.ticket = wait.map(|_| store.wake_ticket(name));
+        retry
+    }
+
     /// Before the first attempt; `wait`: how long to keep trying (`None`: once);
     /// `poll_cap`: the longest sleep between tries.
     pub(crate) fn new(wait: Option<Duration>, poll_cap: Duration) -> Self {
@@ -88,6 +99,30 @@ impl Retry {
             }),
             backoff: Backoff::new(poll_cap),
             attempts: 1,
+            ticket: None,
+        }
+    }
+
+    /// Sleep `delay` (from [`after_miss`](Retry::after_miss)), or less if the lock is
+    /// released meanwhile; blocks the thread.
+    pub(crate) fn sleep(&mut self, delay: Duration) {
+        match &mut self.ticket {
+            Some(ticket) => {
+                ticket.wait(delay);
+                ticket.renew();
+            }
+            None => std::thread::sleep(delay),
+        }
+    }
+
+    /// [`sleep`](Retry::sleep) without blocking the executor's thread.
+    pub(crate) async fn sleep_async(&mut self, delay: Duration) {
+        match &mut self.ticket {
+            Some(ticket) => {
+                crate::async_support::sleep_until_released(ticket, delay).await;
+                ticket.renew();
+            }
+            None => crate::async_support::sleep(delay).await,
         }
     }
 

@@ -17,7 +17,7 @@ mod stmt;
 use crate::error::Result;
 use crate::model::LockRow;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
 use diesel::{QueryResult, QueryableByName};
 
 /// A lock row from a backend that keeps UTC times without a zone (SQLite's text
@@ -59,6 +59,13 @@ impl From<NaiveRow> for LockRow {
             db_now: utc(r.db_now),
         }
     }
+}
+
+/// The one boolean column of an `EXISTS (…) AS value` query.
+#[derive(QueryableByName)]
+pub(crate) struct Flag {
+    #[diesel(sql_type = Bool)]
+    pub(crate) value: bool,
 }
 
 /// Take a lock: insert its row, or take over the row if it has expired.

@@ -20,11 +20,11 @@ use std::time::Duration;
 use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
 use diesel::mysql::MysqlConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{BigInt, Bool, Nullable};
+use diesel::sql_types::{BigInt, Nullable};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
 use crate::error::{Error, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -41,12 +41,6 @@ const NAME_IS_END: &str = " AS BINARY)";
 
 /// How often a statement or transaction chosen as a deadlock victim is run again.
 const DEADLOCK_RETRIES: u32 = 50;
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    value: bool,
-}
 
 #[derive(QueryableByName)]
 struct Number {
@@ -73,10 +67,7 @@ fn read_back(
         .sql(NAME_IS)
         .bind_text(name)
         .sql(NAME_IS_END);
-    let stmt = match owner {
-        Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-        None => stmt,
-    };
+    let stmt = stmt.and_owner(owner);
     one(stmt, conn)
 }
 
@@ -204,10 +195,7 @@ impl LockConn for MysqlConnection {
                 .sql(NAME_IS)
                 .bind_text(req.name)
                 .sql(NAME_IS_END);
-            let stmt = match req.owner {
-                Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-                None => stmt,
-            };
+            let stmt = stmt.and_owner(req.owner);
             stmt.execute(conn)
         })
         .map(|deleted| deleted > 0)
@@ -279,10 +267,7 @@ impl LockConn for MysqlConnection {
                 .sql(NAME_IS)
                 .bind_text(req.name)
                 .sql(NAME_IS_END);
-            let stmt = match req.owner {
-                Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-                None => stmt,
-            };
+            let stmt = stmt.and_owner(req.owner);
             stmt.execute(conn)
         })?;
         // With CLIENT_FOUND_ROWS (diesel's setting) this counts matched rows, also a

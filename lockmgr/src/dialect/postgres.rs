@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use diesel::connection::{Connection, SimpleConnection};
 use diesel::pg::PgConnection;
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, Flag, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::Result;
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -54,12 +54,6 @@ impl From<PgRow> for LockRow {
             db_now: r.db_now,
         }
     }
-}
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    value: bool,
 }
 
 /// A statement that reads the whole table: sequential scans are off on lockmgr's
@@ -111,10 +105,17 @@ impl LockConn for PgConnection {
 
     fn find(&mut self, name: &str, waiting: bool) -> QueryResult<Option<LockRow>> {
         let stmt = if waiting {
-            Stmt::new("UPDATE lockmgr_lock SET waiters = true WHERE name = ")
+            // Flag the row only if it is not flagged yet: a waiter polling a held lock
+            // reads it without rewriting it (and without a dead row version) each time.
+            Stmt::new("WITH flagged AS (UPDATE lockmgr_lock SET waiters = true WHERE name = ")
                 .bind_text(name)
-                .sql(" RETURNING")
+                .sql(" AND NOT waiters RETURNING")
                 .sql(COLUMNS)
+                .sql(") SELECT * FROM flagged UNION ALL SELECT")
+                .sql(COLUMNS)
+                .sql(" FROM lockmgr_lock WHERE name = ")
+                .bind_text(name)
+                .sql(" AND NOT EXISTS (SELECT 1 FROM flagged)")
         } else {
             Stmt::new("SELECT")
                 .sql(COLUMNS)
@@ -155,10 +156,7 @@ impl LockConn for PgConnection {
             ),
             (owner, _) => {
                 let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(req.name);
-                match owner {
-                    Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-                    None => stmt,
-                }
+                stmt.and_owner(owner)
             }
         };
         Ok(stmt.execute(self)? > 0)
@@ -212,10 +210,7 @@ impl LockConn for PgConnection {
             .bind_opt_bigint(req.expires_us)
             .sql(" * interval '1 microsecond') END, updated_at = now() WHERE name = ")
             .bind_text(req.name);
-        let stmt = match req.owner {
-            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-            None => stmt,
-        };
+        let stmt = stmt.and_owner(req.owner);
         one(stmt.sql(" RETURNING").sql(COLUMNS), self)
     }
 

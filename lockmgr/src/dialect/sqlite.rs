@@ -5,12 +5,11 @@
 //! Every write is a single statement or runs in `BEGIN IMMEDIATE`, so a writer waits
 //! for the write lock (`busy_timeout`) instead of failing with "database is locked".
 
-use diesel::sql_types::Bool;
 use diesel::sqlite::SqliteConnection;
-use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
+use diesel::{OptionalExtension, QueryResult, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
 use crate::error::Result;
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -21,12 +20,6 @@ const COLUMNS: &str = " name, owner, locked_by, lock_process, locked_until, crea
 const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
 const LIVE: &str = " (locked_until IS NULL OR locked_until > strftime('%Y-%m-%d %H:%M:%f', 'now'))";
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = Bool)]
-    value: bool,
-}
 
 fn one(stmt: Stmt<'_>, conn: &mut SqliteConnection) -> QueryResult<Option<LockRow>> {
     Ok(stmt
@@ -103,10 +96,7 @@ impl LockConn for SqliteConnection {
             }
         }
         let stmt = Stmt::new("DELETE FROM lockmgr_lock WHERE name = ").bind_text(req.name);
-        let stmt = match req.owner {
-            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-            None => stmt,
-        };
+        let stmt = stmt.and_owner(req.owner);
         Ok(stmt.execute(self)? > 0)
     }
 
@@ -169,10 +159,7 @@ impl LockConn for SqliteConnection {
             .sql(NOW)
             .sql(" WHERE name = ")
             .bind_text(req.name);
-        let stmt = match req.owner {
-            Some(owner) => stmt.sql(" AND owner = ").bind_text(owner),
-            None => stmt,
-        };
+        let stmt = stmt.and_owner(req.owner);
         one(stmt.sql(" RETURNING").sql(COLUMNS), self)
     }
 

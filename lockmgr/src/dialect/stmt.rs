@@ -44,6 +44,15 @@ impl<'a> Stmt<'a> {
         self
     }
 
+    /// ` AND owner = ?` when `owner` is given: the statement then only touches the row
+    /// of that acquisition.
+    pub(crate) fn and_owner(self, owner: Option<&'a str>) -> Self {
+        match owner {
+            Some(owner) => self.sql(" AND owner = ").bind_text(owner),
+            None => self,
+        }
+    }
+
     pub(crate) fn bind_opt_bigint(mut self, value: Option<i64>) -> Self {
         self.parts.push(Part::OptBigInt(value));
         self
