@@ -5,7 +5,7 @@
 //! because the link is gone (server restarted, socket closed) is marked broken and
 //! dropped when it goes back, so the pool reconnects on its own.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Connection, SimpleConnection};
 #[cfg(feature = "mysql")]
@@ -25,6 +25,9 @@ pub(crate) struct PoolOptions {
     pub(crate) max_size: u32,
     pub(crate) connection_timeout: Duration,
     pub(crate) busy_timeout: Duration,
+    /// SQLite: `PRAGMA max_page_count` on every connection (tests make the database
+    /// "full" on demand with it).
+    pub(crate) sqlite_max_page_count: Option<u32>,
 }
 
 impl Default for PoolOptions {
@@ -33,6 +36,7 @@ impl Default for PoolOptions {
             max_size: 10,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(30),
+            sqlite_max_page_count: None,
         }
     }
 }
@@ -115,8 +119,10 @@ impl Pool {
                 ))
             }
             Backend::Sqlite => {
-                let busy_ms = options.busy_timeout.as_millis().min(i32::MAX as u128);
+                let busy_timeout = options.busy_timeout;
+                let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
                 let in_memory = url.in_memory;
+                let max_page_count = options.sqlite_max_page_count;
                 let manager = Manager::<SqliteConnection> {
                     target: url.target.clone(),
                     setup: Box::new(move |conn| {
@@ -124,9 +130,17 @@ impl Pool {
                         // process may hold for a moment.
                         conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
                         if !in_memory {
-                            conn.batch_execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-                            )?;
+                            // While another process creates the file or switches it to
+                            // WAL, SQLite may answer "database is locked" at once,
+                            // without waiting: wait here instead, within busy_timeout.
+                            retry_while_busy(busy_timeout, || {
+                                conn.batch_execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+                                )
+                            })?;
+                        }
+                        if let Some(pages) = max_page_count {
+                            conn.batch_execute(&format!("PRAGMA max_page_count = {pages};"))?;
                         }
                         Ok(())
                     }),
@@ -213,6 +227,27 @@ where
         }
     }
     result
+}
+
+/// Run `step` again while SQLite answers "database is locked" (`SQLITE_BUSY`)
+/// without having waited, for up to `budget` in all.
+fn retry_while_busy(
+    budget: Duration,
+    mut step: impl FnMut() -> diesel::QueryResult<()>,
+) -> diesel::QueryResult<()> {
+    let deadline = Instant::now() + budget;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match step() {
+            Err(DieselError::DatabaseError(_, info))
+                if info.message().contains("database is locked") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// The statement failed because the connection itself is gone.

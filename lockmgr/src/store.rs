@@ -161,6 +161,14 @@ impl LockStoreBuilder {
         self
     }
 
+    /// SQLite only, for tests: `PRAGMA max_page_count` on every connection, so that a
+    /// write needing more pages fails as on a full disk.
+    #[doc(hidden)]
+    pub fn sqlite_max_page_count(mut self, pages: u32) -> Self {
+        self.options.sqlite_max_page_count = Some(pages);
+        self
+    }
+
     /// The `locked_by` written on locks taken through this store (default: the host name).
     pub fn locked_by(mut self, locked_by: impl Into<String>) -> Self {
         self.locked_by = Some(locked_by.into());

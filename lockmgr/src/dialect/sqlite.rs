@@ -6,7 +6,7 @@
 //! for the write lock (`busy_timeout`) instead of failing with "database is locked".
 
 use diesel::sqlite::SqliteConnection;
-use diesel::{OptionalExtension, QueryResult, RunQueryDsl};
+use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Stmt;
 use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
@@ -21,10 +21,19 @@ const NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
 const LIVE: &str = " (locked_until IS NULL OR locked_until > strftime('%Y-%m-%d %H:%M:%f', 'now'))";
 
+/// Run a statement that returns at most one row, stepping it to the end.
+///
+/// Stepping to the end matters for writes: SQLite commits an autocommit
+/// `INSERT/UPDATE … RETURNING` when the statement finishes, after the row was
+/// already handed out. Reading only the first row (`get_result`) would leave that
+/// commit to the statement's reset, whose error diesel drops: a write rolled back
+/// for a full disk would be reported as done. Loading every row takes the last step,
+/// so a failed commit is this call's error.
 fn one(stmt: Stmt<'_>, conn: &mut SqliteConnection) -> QueryResult<Option<LockRow>> {
     Ok(stmt
-        .get_result::<NaiveRow>(conn)
-        .optional()?
+        .load::<NaiveRow>(conn)?
+        .into_iter()
+        .next()
         .map(LockRow::from))
 }
 
