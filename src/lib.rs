@@ -409,6 +409,62 @@ fn spawn_watchdog(base: &Path, data: &Path, as_root: bool) {
         .expect("cannot start the PostgreSQL watchdog");
 }
 
+/// A small tmpfs mounted on a temp dir, for tests of full and read-only storage;
+/// unmounted when dropped. Mounting needs root: [`Tmpfs::mount`] says `None` where this
+/// process may not mount.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// A tmpfs of `size` (as `mount -o size=…` takes it: `1m`, `4m`), or `None` when
+    /// this process may not mount (not root, or no permission).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        if !is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill it to the last byte with a file named `filler`.
+    pub fn fill(&self) {
+        use std::io::Write;
+        let mut file = fs::File::create(self.path().join("filler")).expect("filler file");
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        while file.write_all(&[0]).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    /// Make it read-only (`mount -o remount,ro`).
+    pub fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.path())
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "remounting read-only failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 /// Poll `check` until it holds or `timeout` passes; whether it held.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -990,6 +990,180 @@ fn malformed_database_url() {
     }
 }
 
+/// Passwords that make their URL malformed (an unencoded `#`, `/`, `?`, space, or an
+/// encoded NUL), a libpq key/value string, and a URL of an unknown scheme: whatever
+/// the command, its output and its logs (at trace level) never show the password.
+#[test]
+fn malformed_urls_never_show_the_password() {
+    for url in [
+        "postgres://user:secr#etpw@127.0.0.1:1/db",
+        "postgres://user:secr/etpw@127.0.0.1:1/db",
+        "postgres://user:secr?etpw@127.0.0.1:1/db",
+        "postgres://user:secr etpw@127.0.0.1:1/db",
+        "postgres://user:secretpw%00@127.0.0.1:1/db",
+        "postgresql://user:secr#etpw@[::1/db",
+        "host=127.0.0.1 port=1 user=user password=secretpw dbname=db",
+        "host=127.0.0.1 port=1 password='secr etpw' dbname=db",
+        "ftp://user:secr#etpw@127.0.0.1/x",
+    ] {
+        for args in [
+            vec!["list-locks"],
+            vec!["list-locks", "--json"],
+            vec!["migrate"],
+        ] {
+            let mut cmd = command(lockmgr_bin());
+            cmd.args(["--database-url", url])
+                .args(&args)
+                .env("RUST_LOG", "trace");
+            let assert = cmd.assert().code(1);
+            let (err, out) = (stderr(&assert), stdout(&assert));
+            for piece in ["secr", "etpw"] {
+                assert!(
+                    !err.contains(piece) && !out.contains(piece),
+                    "{url} {args:?}: {err}{out}"
+                );
+            }
+            assert!(err.starts_with("lockmgr: "), "{url}: {err}");
+        }
+    }
+    // No command made a file out of a URL.
+    let made: Vec<_> = std::fs::read_dir(scratch_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("secr") || n.contains('='))
+        .collect();
+    assert!(made.is_empty(), "files named after URLs: {made:?}");
+}
+
+/// A libpq `key=value` connection string is PostgreSQL, never a SQLite file name.
+#[test]
+fn libpq_connection_string_is_postgres() {
+    let db = TestDb::postgres();
+    let url = url::Url::parse(db.url()).unwrap();
+    let conninfo = format!(
+        "host={} port={} user={} password=secretpw dbname={}",
+        url.host_str().unwrap(),
+        url.port().unwrap(),
+        url.username(),
+        url.path().trim_start_matches('/')
+    );
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", &conninfo, "set-lock", "via-conninfo"]);
+    ok(&mut cmd);
+    assert!(db.store().is_locked("via-conninfo").unwrap());
+    let files: Vec<_> = std::fs::read_dir(scratch_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains('='))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+}
+
+/// `sqlite://PATH?mode=ro` opens PATH read-only (no file named `PATH?mode=ro`):
+/// listing works, writing is refused, and nothing changes.
+#[test]
+fn sqlite_url_parameters_open_read_only() {
+    let db = TestDb::sqlite();
+    db.store().get_lock("kept", None).unwrap();
+    let read_only = format!("sqlite://{}?mode=ro", db.url());
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", &read_only, "list-locks"]);
+    assert!(ok(&mut cmd).contains("kept"));
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", &read_only, "set-lock", "new"]);
+    fails(&mut cmd, 1, "readonly");
+    let dir = Path::new(db.url()).parent().unwrap();
+    let odd: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains('?'))
+        .collect();
+    assert!(odd.is_empty(), "{odd:?}");
+    assert_eq!(locked_names(&db.store()), ["kept"]);
+    // A parameter SQLite does not know is refused, not made part of a file name.
+    let mut cmd = command(lockmgr_bin());
+    cmd.args([
+        "--database-url",
+        &format!("sqlite://{}?mod=ro", db.url()),
+        "list-locks",
+    ]);
+    fails(&mut cmd, 1, "unknown SQLite parameter \"mod\"");
+}
+
+/// A SQLite file on read-only storage, closed cleanly (no write-ahead log beside it):
+/// the read-only commands work on it, the others say why they cannot.
+#[test]
+fn read_only_storage_can_be_listed() {
+    let Some(mount) = testkit::Tmpfs::mount("4m") else {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    };
+    let url = mount.path().join("locks.sqlite3");
+    let url = url.to_str().unwrap();
+    {
+        let store = LockStore::open(url).unwrap();
+        store.get_lock("on-ro", None).unwrap();
+    }
+    // The pool closes its connections in the background; the last one to close
+    // checkpoints and removes the write-ahead log.
+    let wal = format!("{url}-wal");
+    assert!(
+        testkit::eventually(Duration::from_secs(10), || !Path::new(&wal).exists()),
+        "the store was not closed cleanly"
+    );
+    mount.remount_read_only();
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", url, "list-locks"]);
+    assert!(ok(&mut cmd).contains("on-ro"));
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", url, "list-locks", "--json"]);
+    assert_eq!(json(&ok(&mut cmd))[0]["name"], "on-ro");
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", url, "set-lock", "x"]);
+    fails(&mut cmd, 1, "readonly");
+    let store = LockStore::open(url).unwrap();
+    assert!(store.is_locked("on-ro").unwrap());
+}
+
+/// Lock names with bidirectional overrides or zero-width characters are valid, but a
+/// terminal must not be fooled by them: `list-locks` shows them escaped, and its JSON
+/// writes them as `\u` escapes that parse back to the exact name.
+#[test]
+fn invisible_characters_in_names_are_shown_escaped() {
+    let db = TestDb::sqlite();
+    let store = db.store();
+    let spoof = "invoice:\u{202e}fdp.exe";
+    let hidden = "job\u{200b}:1";
+    store.get_lock(spoof, None).unwrap();
+    store.get_lock(hidden, None).unwrap();
+    let table = ok(lockmgr(&db).arg("list-locks"));
+    assert!(table.contains("invoice:\\u{202e}fdp.exe"), "{table}");
+    assert!(table.contains("job\\u{200b}:1"), "{table}");
+    assert!(
+        !table.contains('\u{202e}') && !table.contains('\u{200b}'),
+        "{table}"
+    );
+    let raw = ok(lockmgr(&db).args(["list-locks", "--json"]));
+    assert!(
+        !raw.contains('\u{202e}') && raw.contains("\\u202e"),
+        "{raw}"
+    );
+    let names: Vec<String> = json(&raw)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, [spoof, hidden]);
+    // clear-lock reports the names escaped too, and releases the real ones.
+    let cleared = ok(lockmgr(&db).args(["clear-lock", spoof, hidden]));
+    assert!(!cleared.contains('\u{202e}'), "{cleared}");
+    assert!(store.list_locks().unwrap().is_empty());
+}
+
 /// A role without privileges on the lock table, with a password in its URL (the test
 /// cluster trusts every local connection, so any password works).
 fn role_url(db: &TestDb, role: &str, grants: &str) -> String {

@@ -16,7 +16,7 @@
 //! binary with only [`child_entry`] selected and the job in environment variables.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -222,55 +222,11 @@ fn a_write_that_cannot_be_committed_is_an_error() {
     assert!(held.expires_seconds().unwrap() <= 60, "the renewal stuck");
 }
 
-/// A temp dir with a 1 MB tmpfs mounted on it (unmounted on drop).
-struct SmallTmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl SmallTmpfs {
-    /// `None` where this process may not mount (not root, or no permission).
-    fn mount() -> Option<SmallTmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(SmallTmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fill the file system to the last byte.
-    fn fill(&self) -> PathBuf {
-        let filler = self.path().join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let block = vec![0u8; 4096];
-        while file.write_all(&block).is_ok() {}
-        while file.write_all(&[0]).is_ok() {}
-        let _ = file.sync_all();
-        filler
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 /// On a full file system, two processes both trying `get_lock("job")` get a
 /// "disk is full" error; neither is told it holds a lock.
 #[test]
 fn full_tmpfs_two_processes_get_errors_not_locks() {
-    let Some(tmpfs) = SmallTmpfs::mount() else {
+    let Some(tmpfs) = testkit::Tmpfs::mount("1m") else {
         eprintln!("skipped: mounting a tmpfs needs root (the RLIMIT_FSIZE test covers this)");
         return;
     };

@@ -119,37 +119,30 @@ impl Pool {
                 ))
             }
             Backend::Sqlite => {
-                let busy_timeout = options.busy_timeout;
-                let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
-                let in_memory = url.in_memory;
-                let max_page_count = options.sqlite_max_page_count;
-                let manager = Manager::<SqliteConnection> {
-                    target: url.target.clone(),
-                    setup: Box::new(move |conn| {
-                        // busy_timeout first: switching to WAL needs a lock another
-                        // process may hold for a moment.
-                        conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
-                        if !in_memory {
-                            // While another process creates the file or switches it to
-                            // WAL, SQLite may answer "database is locked" at once,
-                            // without waiting: wait here instead, within busy_timeout.
-                            retry_while_busy(busy_timeout, || {
-                                conn.batch_execute(
-                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-                                )
-                            })?;
-                        }
-                        if let Some(pages) = max_page_count {
-                            conn.batch_execute(&format!("PRAGMA max_page_count = {pages};"))?;
-                        }
-                        Ok(())
-                    }),
+                let manager = sqlite_manager(&url.target, url, options);
+                let (manager, applied) = match first_connection(&manager, url, migrate) {
+                    Ok(applied) => (manager, applied),
+                    Err(err) => {
+                        // A database on read-only storage whose shared-memory index
+                        // cannot be created: read it as the immutable file it is.
+                        let Some(target) = read_only_fallback(url) else {
+                            return Err(err);
+                        };
+                        let mut read_only = url.clone();
+                        read_only.read_only = true;
+                        let manager = sqlite_manager(&target, &read_only, options);
+                        let applied = first_connection(&manager, url, migrate).map_err(|_| err)?;
+                        tracing::info!(
+                            url = %url.masked,
+                            "lockmgr: the SQLite database is on read-only storage; opened read-only"
+                        );
+                        (manager, applied)
+                    }
                 };
-                let applied = first_connection(&manager, url, migrate)?;
                 // `:memory:` is one database per connection: keep exactly one.
-                let size = if in_memory { 1 } else { options.max_size };
+                let size = if url.in_memory { 1 } else { options.max_size };
                 let pool = build(manager, options, size);
-                if in_memory {
+                if url.in_memory {
                     // The migrated connection above is gone with its database; the
                     // pool's only connection must carry the table itself.
                     let mut conn = pool
@@ -227,6 +220,63 @@ where
         }
     }
     result
+}
+
+/// The pool manager of a SQLite database: connect to `target`, then set the
+/// connection up (busy timeout, WAL unless read-only or in memory).
+fn sqlite_manager(
+    target: &str,
+    url: &DatabaseUrl,
+    options: &PoolOptions,
+) -> Manager<SqliteConnection> {
+    let busy_timeout = options.busy_timeout;
+    let busy_ms = busy_timeout.as_millis().min(i32::MAX as u128);
+    let keeps_journal_mode = url.in_memory || url.read_only;
+    let max_page_count = options.sqlite_max_page_count;
+    Manager {
+        target: target.to_string(),
+        setup: Box::new(move |conn| {
+            // busy_timeout first: switching to WAL needs a lock another process may
+            // hold for a moment.
+            conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
+            if !keeps_journal_mode {
+                // While another process creates the file or switches it to WAL,
+                // SQLite may answer "database is locked" at once, without waiting:
+                // wait here instead, within busy_timeout.
+                retry_while_busy(busy_timeout, || {
+                    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                })?;
+            }
+            if let Some(pages) = max_page_count {
+                conn.batch_execute(&format!("PRAGMA max_page_count = {pages};"))?;
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// For a SQLite file that exists but could not be opened: the URI that opens it
+/// read-only and immutable, when that is safe — no write-ahead log beside it (so no
+/// committed change lives outside the file) and its folder not writable (so no
+/// writer can appear: a writer needs a journal or log there).
+fn read_only_fallback(url: &DatabaseUrl) -> Option<String> {
+    if url.in_memory || url.read_only || url.target.starts_with("file:") {
+        return None;
+    }
+    let path = std::path::Path::new(&url.target);
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let wal = std::path::PathBuf::from(format!("{}-wal", url.target));
+    let folder_writable = tempfile::tempfile_in(folder).is_ok();
+    (path.is_file() && !wal.exists() && !folder_writable).then(|| {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        format!(
+            "file:{}?mode=ro&immutable=1",
+            crate::database_url::encode_uri_path(&absolute.to_string_lossy())
+        )
+    })
 }
 
 /// Run `step` again while SQLite answers "database is locked" (`SQLITE_BUSY`)

@@ -38,16 +38,20 @@ impl fmt::Display for Backend {
 #[derive(Clone)]
 pub(crate) struct DatabaseUrl {
     pub(crate) backend: Backend,
-    /// What the driver connects to: the URL for PostgreSQL and MySQL, the path for
-    /// SQLite.
+    /// What the driver connects to: the URL (or libpq key/value string) for
+    /// PostgreSQL and MySQL; for SQLite a path, or a `file:` URI when the URL carried
+    /// SQLite URI parameters such as `mode=ro`.
     pub(crate) target: String,
     /// SQLite `:memory:`: every connection would see its own database, so the pool
     /// keeps exactly one.
     pub(crate) in_memory: bool,
+    /// SQLite opened read-only (`mode=ro`, `immutable=1`): the journal mode is left
+    /// as it is and migrations are only checked, never applied.
+    pub(crate) read_only: bool,
     /// The URL as given, with any password replaced by `***`.
     pub(crate) masked: String,
-    /// The password, if any, to scrub from driver messages.
-    secret: Option<String>,
+    /// The passwords of the URL, as written and decoded, to scrub from driver messages.
+    secrets: Vec<String>,
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -56,12 +60,68 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// The connection parameters of libpq's `key=value` connection strings. A string
+/// that starts with one of them (`host=db user=app …`) is a PostgreSQL connection
+/// string, not a file name.
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "service",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
+/// The parameters of SQLite URI file names that a `sqlite://PATH?…` URL may carry,
+/// with the values each accepts (`None`: any).
+const SQLITE_URI_PARAMS: &[(&str, Option<&[&str]>)] = &[
+    ("mode", Some(&["ro", "rw", "rwc", "memory"])),
+    ("cache", Some(&["shared", "private"])),
+    ("immutable", Some(&["0", "1"])),
+    ("nolock", Some(&["0", "1"])),
+    ("psow", Some(&["0", "1"])),
+    ("vfs", None),
+];
+
 impl DatabaseUrl {
     /// Parse a URL as the contract lays out:
-    /// `postgres://…` / `postgresql://…`, `mysql://…` (or `mariadb://…`),
-    /// `sqlite://PATH`, `sqlite::memory:`, or a plain path.
+    /// `postgres://…` / `postgresql://…` or a libpq `key=value` string, `mysql://…`
+    /// (or `mariadb://…`), `sqlite://PATH[?PARAMS]`, `sqlite::memory:`, a `file:` URI,
+    /// or a plain path.
     pub(crate) fn parse(raw: &str) -> Result<DatabaseUrl> {
         let masked = mask_password(raw);
+        let secrets = secrets_of(raw);
         let invalid = |reason: &str| Error::InvalidUrl {
             url: masked.clone(),
             reason: reason.to_string(),
@@ -70,74 +130,141 @@ impl DatabaseUrl {
         if trimmed.is_empty() {
             return Err(invalid("the URL is empty"));
         }
+        if trimmed.contains('\0') {
+            return Err(invalid("a URL cannot contain a NUL character"));
+        }
+        let url = |backend: Backend, target: String| DatabaseUrl {
+            backend,
+            target,
+            in_memory: false,
+            read_only: false,
+            masked: masked.clone(),
+            secrets: secrets.clone(),
+        };
         let lower = trimmed.to_ascii_lowercase();
         if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
             let parsed = url::Url::parse(trimmed).map_err(|e| invalid(&e.to_string()))?;
             if parsed.host_str().is_none_or(str::is_empty) && !has_query_host(&parsed) {
                 return Err(invalid("a PostgreSQL URL needs a host"));
             }
-            let secret = parsed
-                .password()
-                .map(percent_decode)
-                .or_else(|| query_value(&parsed, "password"));
-            return Ok(DatabaseUrl {
-                backend: Backend::Postgres,
-                target: trimmed.to_string(),
-                in_memory: false,
-                masked,
-                secret,
-            });
+            return Ok(url(Backend::Postgres, trimmed.to_string()));
+        }
+        if is_libpq_conninfo(trimmed) {
+            return Ok(url(Backend::Postgres, trimmed.to_string()));
         }
         if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
-            return parse_mysql(trimmed, masked.clone(), &invalid);
+            let target = parse_mysql(trimmed, &invalid)?;
+            return Ok(url(Backend::Mysql, target));
         }
-        let sqlite = |path: &str| -> Result<DatabaseUrl> {
+        let sqlite = |path: &str, params: Option<&str>| -> Result<DatabaseUrl> {
             if path.is_empty() {
                 return Err(invalid("a SQLite URL needs a file path"));
             }
-            let in_memory = path == ":memory:";
-            Ok(DatabaseUrl {
-                backend: Backend::Sqlite,
-                target: path.to_string(),
-                in_memory,
-                masked: masked.clone(),
-                secret: None,
-            })
+            let mut db = url(Backend::Sqlite, path.to_string());
+            db.in_memory = path == ":memory:";
+            if let Some(params) = params {
+                let read_only = sqlite_params(params).map_err(|reason| invalid(&reason))?;
+                db.read_only = read_only.read_only;
+                db.in_memory |= read_only.in_memory;
+                db.target = format!("file:{}?{params}", encode_uri_path(path));
+            }
+            Ok(db)
         };
-        if let Some(rest) = strip_prefix_ci(trimmed, "sqlite://") {
-            return sqlite(rest);
+        let sqlite_rest =
+            strip_prefix_ci(trimmed, "sqlite://").or_else(|| strip_prefix_ci(trimmed, "sqlite:"));
+        if let Some(rest) = sqlite_rest {
+            return match rest.split_once('?') {
+                Some((path, params)) => sqlite(path, Some(params)),
+                None => sqlite(rest, None),
+            };
         }
-        if let Some(rest) = strip_prefix_ci(trimmed, "sqlite:") {
-            return sqlite(rest);
+        if let Some(rest) = strip_prefix_ci(trimmed, "file:") {
+            // A SQLite URI file name, handed to SQLite as it is.
+            let params = rest.split_once('?').map(|(_, params)| params);
+            let mut db = url(Backend::Sqlite, trimmed.to_string());
+            if let Some(params) = params {
+                let flags = sqlite_params(params).map_err(|reason| invalid(&reason))?;
+                db.read_only = flags.read_only;
+                db.in_memory = flags.in_memory;
+            }
+            return Ok(db);
         }
         if let Some((scheme, _)) = trimmed.split_once("://") {
-            let supported =
-                "use postgres://…, mysql://…, sqlite://PATH, sqlite::memory: or a file path";
+            let supported = "use postgres://…, mysql://…, sqlite://PATH, sqlite::memory:, \
+                 a libpq key=value string or a file path";
             return Err(invalid(&format!(
-                "unsupported scheme {scheme:?}: {supported}"
+                "unsupported scheme {:?}: {supported}",
+                mask_password(scheme)
             )));
         }
-        sqlite(trimmed)
+        sqlite(trimmed, None)
     }
 
     /// Remove the password from a driver's message, wherever it appears.
     pub(crate) fn scrub(&self, message: &str) -> String {
-        let mut out = message.to_string();
-        if let Some(secret) = self.secret.as_deref().filter(|s| !s.is_empty()) {
-            out = out.replace(secret, "***");
-        }
-        out
+        scrub_secrets(&self.secrets, message)
     }
+}
+
+/// What the parameters of a SQLite URI say about how it is opened.
+struct SqliteFlags {
+    read_only: bool,
+    in_memory: bool,
+}
+
+/// Check the `?…` parameters of a SQLite URL: only SQLite's own URI parameters, each
+/// with a value it accepts.
+fn sqlite_params(params: &str) -> std::result::Result<SqliteFlags, String> {
+    let mut flags = SqliteFlags {
+        read_only: false,
+        in_memory: false,
+    };
+    for pair in params.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some((_, allowed)) = SQLITE_URI_PARAMS.iter().find(|(k, _)| *k == key) else {
+            let known: Vec<&str> = SQLITE_URI_PARAMS.iter().map(|(k, _)| *k).collect();
+            return Err(format!(
+                "unknown SQLite parameter {key:?} (known: {})",
+                known.join(", ")
+            ));
+        };
+        if let Some(allowed) = allowed {
+            if !allowed.contains(&value) {
+                return Err(format!(
+                    "SQLite parameter {key}={value:?} must be one of {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+        match (key, value) {
+            ("mode", "ro") | ("immutable", "1") => flags.read_only = true,
+            ("mode", "memory") => flags.in_memory = true,
+            _ => {}
+        }
+    }
+    Ok(flags)
+}
+
+/// A file path as the path of a SQLite `file:` URI: `%`, `?` and `#` escaped.
+pub(crate) fn encode_uri_path(path: &str) -> String {
+    path.replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23")
+}
+
+/// Whether `s` is a libpq `key=value …` connection string: it starts with one of
+/// libpq's parameter names followed by `=`.
+fn is_libpq_conninfo(s: &str) -> bool {
+    let Some((key, _)) = s.split_once('=') else {
+        return false;
+    };
+    LIBPQ_KEYWORDS.contains(&key.trim_end())
 }
 
 /// `mysql://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE[?unix_socket=…&ssl_mode=…]`; also
 /// `mariadb://…`, handed to the driver as `mysql://…`. The database name is required:
-/// the lock table lives in it.
-fn parse_mysql(
-    trimmed: &str,
-    masked: String,
-    invalid: &dyn Fn(&str) -> Error,
-) -> Result<DatabaseUrl> {
+/// the lock table lives in it. The URL the driver gets.
+fn parse_mysql(trimmed: &str, invalid: &dyn Fn(&str) -> Error) -> Result<String> {
     let target = match strip_prefix_ci(trimmed, "mariadb://") {
         Some(rest) => format!("mysql://{rest}"),
         None => format!("mysql://{}", &trimmed["mysql://".len()..]),
@@ -157,14 +284,7 @@ fn parse_mysql(
             "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature",
         ));
     }
-    let secret = parsed.password().map(percent_decode);
-    Ok(DatabaseUrl {
-        backend: Backend::Mysql,
-        target,
-        in_memory: false,
-        masked,
-        secret,
-    })
+    Ok(target)
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -174,24 +294,138 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 fn has_query_host(url: &url::Url) -> bool {
-    query_value(url, "host").is_some()
+    url.query_pairs().any(|(k, _)| k == "host")
 }
 
-fn query_value(url: &url::Url, key: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+/// Where the password of `scheme://user:password@host…` lies in `raw`, if it has one.
+///
+/// In a well-formed URL the user info ends at the last `@` before the first `/`, `?`
+/// or `#`. A password holding one of those characters unencoded makes the URL
+/// malformed and that point ambiguous: then the last `@` anywhere is taken, which may
+/// hide more than the password but never less.
+fn password_span(raw: &str) -> Option<std::ops::Range<usize>> {
+    let start = raw.find("://")? + 3;
+    let rest = &raw[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = match rest[..authority_end].rfind('@') {
+        Some(at) if url::Url::parse(raw.trim()).is_ok() => at,
+        _ => rest.rfind('@')?,
+    };
+    let colon = rest[..at].find(':')?;
+    Some(start + colon + 1..start + at)
 }
 
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_string())
+/// The spans of `password=VALUE` and `sslpassword=VALUE` parameters in `raw`, in URL
+/// query strings (`?…&password=…`) and libpq `key=value` strings (`password='a b'`).
+fn password_param_spans(raw: &str) -> Vec<std::ops::Range<usize>> {
+    let lower = raw.to_ascii_lowercase();
+    let bytes = raw.as_bytes();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find("password") {
+        let key_start = from + pos;
+        from = key_start + "password".len();
+        let key_start = if lower[..key_start].ends_with("ssl") {
+            key_start - 3
+        } else {
+            key_start
+        };
+        let starts_a_key = key_start == 0
+            || matches!(bytes[key_start - 1], b'?' | b'&' | b';')
+            || bytes[key_start - 1].is_ascii_whitespace();
+        if !starts_a_key {
+            continue;
+        }
+        let after_key = &raw[from..];
+        let Some(eq) = after_key
+            .find(|c: char| !c.is_whitespace())
+            .filter(|&i| after_key[i..].starts_with('='))
+        else {
+            continue;
+        };
+        let mut value_start = from + eq + 1;
+        while raw[value_start..].starts_with([' ', '\t']) {
+            value_start += 1;
+        }
+        let value = &raw[value_start..];
+        let len = if let Some(quoted) = value.strip_prefix('\'') {
+            // libpq: single quotes, backslash escapes.
+            let mut end = quoted.len();
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            1 + end
+        } else {
+            value
+                .find(|c: char| c == '&' || c == '#' || c.is_whitespace())
+                .unwrap_or(value.len())
+        };
+        spans.push(value_start..value_start + len);
+        from = value_start + len;
+    }
+    spans
 }
 
-/// Show a database URL with its password (in the user-info part or a `password=`
-/// query parameter) replaced by `***`. Works on malformed URLs too.
+/// Every password in `raw`, as written and percent-decoded (and unquoted), longest
+/// first: what must never appear in a message.
+fn secrets_of(raw: &str) -> Vec<String> {
+    let mut spans = password_param_spans(raw);
+    spans.extend(password_span(raw));
+    let mut secrets = Vec::new();
+    for span in spans {
+        let written = &raw[span];
+        secrets.push(written.to_string());
+        let unquoted = written
+            .strip_prefix('\'')
+            .map(|v| v.strip_suffix('\'').unwrap_or(v).replace("\\'", "'"))
+            .unwrap_or_else(|| written.to_string());
+        secrets.push(
+            percent_encoding::percent_decode_str(&unquoted)
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
+        secrets.push(unquoted);
+    }
+    secrets.retain(|s| !s.is_empty());
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+    secrets
+}
+
+fn scrub_secrets(secrets: &[String], text: &str) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// Remove every password of the database URL `url` from `text`: as written in the
+/// URL, percent-decoded, and unquoted. For messages that may repeat a URL or a
+/// driver's words about it (the command line runs every error through it).
+///
+/// ```
+/// use lockmgr::scrub_password;
+/// let url = "postgres://app:p%40ss@db/locks";
+/// assert_eq!(scrub_password(url, "auth failed for p@ss"), "auth failed for ***");
+/// assert_eq!(scrub_password("host=db password='a b'", "bad 'a b'"), "bad ***");
+/// ```
+pub fn scrub_password(url: &str, text: &str) -> String {
+    scrub_secrets(&secrets_of(url), text)
+}
+
+/// Show a database URL with its password (in the user-info part, a `password=` query
+/// parameter, or a libpq `key=value` string) replaced by `***`. Works on malformed
+/// URLs too: where the end of a password is ambiguous, more is hidden, never less.
 ///
 /// ```
 /// use lockmgr::mask_password;
@@ -201,58 +435,28 @@ fn percent_decode(s: &str) -> String {
 ///     mask_password("postgres://db/locks?user=app&password=s3cret"),
 ///     "postgres://db/locks?user=app&password=***"
 /// );
+/// // A password with an unencoded `#` or `/` is still hidden whole.
+/// assert_eq!(mask_password("postgres://app:s3#cr/et@db/locks"), "postgres://app:***@db/locks");
+/// assert_eq!(mask_password("host=db user=app password=s3cret"), "host=db user=app password=***");
 /// assert_eq!(mask_password("locks.sqlite3"), "locks.sqlite3");
 /// ```
 pub fn mask_password(raw: &str) -> String {
-    let mut out = match raw.find("://") {
-        Some(scheme_end) => {
-            let rest_start = scheme_end + 3;
-            let rest = &raw[rest_start..];
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let authority = &rest[..authority_end];
-            match authority.rfind('@') {
-                Some(at) => {
-                    let userinfo = &authority[..at];
-                    match userinfo.find(':') {
-                        Some(colon) => format!(
-                            "{}{}:***{}",
-                            &raw[..rest_start],
-                            &userinfo[..colon],
-                            &rest[at..]
-                        ),
-                        None => raw.to_string(),
-                    }
-                }
-                None => raw.to_string(),
-            }
+    let mut spans = password_param_spans(raw);
+    spans.extend(password_span(raw));
+    spans.sort_by_key(|span| std::cmp::Reverse(span.start));
+    let mut out = raw.to_string();
+    let mut last_start = usize::MAX;
+    for span in spans {
+        // Spans may overlap (a `password=` inside the user info): replace each region
+        // once, from the end.
+        let end = span.end.min(last_start);
+        if span.start >= end {
+            continue;
         }
-        None => raw.to_string(),
-    };
-    // `password=` anywhere after a `?` or `&` (query parameters).
-    let mut search_from = 0;
-    while let Some(pos) = find_password_param(&out[search_from..]) {
-        let value_start = search_from + pos;
-        let value_end = out[value_start..]
-            .find(['&', '#'])
-            .map_or(out.len(), |e| value_start + e);
-        out.replace_range(value_start..value_end, "***");
-        search_from = value_start + 3;
+        out.replace_range(span.start..end, "***");
+        last_start = span.start;
     }
     out
-}
-
-/// Offset of the value of the first `password=` query parameter in `s`.
-fn find_password_param(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(pos) = lower[from..].find("password=") {
-        let at = from + pos;
-        if at > 0 && matches!(lower.as_bytes()[at - 1], b'?' | b'&') {
-            return Some(at + "password=".len());
-        }
-        from = at + 1;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -343,6 +547,99 @@ mod tests {
             mask_password("mysql://root:pw@localhost/db?unix_socket=/tmp/s"),
             "mysql://root:***@localhost/db?unix_socket=/tmp/s"
         );
+    }
+
+    /// Passwords that make a URL malformed, and the pieces of them that must never
+    /// be shown.
+    const MALFORMED: &[(&str, &[&str])] = &[
+        ("postgres://app:hunt#er2@db/locks", &["hunt", "er2"]),
+        ("postgres://app:hunt/er2@db/locks", &["hunt", "er2"]),
+        ("postgres://app:hunt?er2@db/locks", &["hunt", "er2"]),
+        ("postgres://app:hunter2%00@db/locks", &["hunter2"]),
+        ("postgres://app:hunt er2@db/locks", &["hunt", "er2"]),
+        ("postgresql://app:hunt#er/2?x@[::1/locks", &["hunt", "er/2"]),
+        ("mysql://app:hunt#er2@db/locks", &["hunt", "er2"]),
+        ("mysql://app:hunt/er2@db:3306/locks", &["hunt", "er2"]),
+        ("redis://app:hunt#er2@db/0", &["hunt", "er2"]),
+        (
+            "host=db user=app password=hunter2 dbname=locks",
+            &["hunter2"],
+        ),
+        ("host=db password='hunt er2' dbname=locks", &["hunt", "er2"]),
+        ("host=db password = 'hunt\\' er2'", &["hunt", "er2"]),
+        (
+            "postgres://db/locks?sslpassword=hunter2&password=hunter3",
+            &["hunter"],
+        ),
+    ];
+
+    #[test]
+    fn malformed_urls_never_show_their_password() {
+        for (raw, pieces) in MALFORMED {
+            let shown = [
+                mask_password(raw),
+                match DatabaseUrl::parse(raw) {
+                    Ok(url) => format!("{} {url:?}", url.masked),
+                    Err(err) => format!("{err} {err:?}"),
+                },
+            ];
+            for text in shown {
+                for piece in *pieces {
+                    assert!(!text.contains(piece), "{raw}: {text}");
+                }
+            }
+            // And a driver message that repeats the URL is scrubbed.
+            let scrubbed = scrub_password(raw, &format!("cannot parse {raw}"));
+            for piece in *pieces {
+                assert!(!scrubbed.contains(piece), "{raw}: {scrubbed}");
+            }
+        }
+    }
+
+    #[test]
+    fn libpq_connection_strings_are_postgres() {
+        let url =
+            DatabaseUrl::parse("host=db port=5433 user=app password=s3 dbname=locks").unwrap();
+        assert_eq!(url.backend, Backend::Postgres);
+        assert_eq!(
+            url.masked,
+            "host=db port=5433 user=app password=*** dbname=locks"
+        );
+        assert_eq!(url.scrub("no s3 here"), "no *** here");
+        // A file name with an `=` in it is still a file.
+        let file = DatabaseUrl::parse("data/a=b.sqlite3").unwrap();
+        assert_eq!(file.backend, Backend::Sqlite);
+    }
+
+    #[test]
+    fn sqlite_urls_take_sqlite_uri_parameters() {
+        let ro = DatabaseUrl::parse("sqlite://data/f.db?mode=ro").unwrap();
+        assert_eq!(ro.target, "file:data/f.db?mode=ro");
+        assert!(ro.read_only);
+        let odd = DatabaseUrl::parse("sqlite:///tmp/a%b#c.db?immutable=1&cache=shared").unwrap();
+        assert_eq!(
+            odd.target,
+            "file:/tmp/a%25b%23c.db?immutable=1&cache=shared"
+        );
+        assert!(odd.read_only);
+        let uri = DatabaseUrl::parse("file:/tmp/x.db?mode=ro").unwrap();
+        assert_eq!((uri.backend, uri.read_only), (Backend::Sqlite, true));
+        for bad in [
+            "sqlite://f.db?mode=readonly",
+            "sqlite://f.db?journal=wal",
+            "file:f.db?x=1",
+        ] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn scrubs_passwords_as_written_and_decoded() {
+        let raw = "postgres://app:pa%00ss%23@db/locks";
+        assert_eq!(scrub_password(raw, "token: pa%00ss%23"), "token: ***");
+        assert_eq!(scrub_password(raw, "token: pa\0ss#"), "token: ***");
+        assert_eq!(scrub_password("host=db password='a\\'b'", "x a'b"), "x ***");
     }
 
     #[test]

@@ -155,7 +155,7 @@ mod wakeup;
 
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
-    mask_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+    mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };
 pub use error::{Error, Result};
 pub use global::{

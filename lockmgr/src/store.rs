@@ -130,7 +130,7 @@ impl<'a> From<&'a Lock> for LockRef<'a> {
 /// assert_eq!(store.get_lock("a", None)?.locked_by, "worker-7");
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until .open() is called"]
 pub struct LockStoreBuilder {
     url: String,
@@ -138,6 +138,18 @@ pub struct LockStoreBuilder {
     locked_by: Option<String>,
     migrate: bool,
     poll_cap: Option<Duration>,
+}
+
+impl fmt::Debug for LockStoreBuilder {
+    // The URL may carry a password: show it masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockStoreBuilder")
+            .field("url", &crate::mask_password(&self.url))
+            .field("options", &self.options)
+            .field("locked_by", &self.locked_by)
+            .field("migrate", &self.migrate)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LockStoreBuilder {

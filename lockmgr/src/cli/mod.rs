@@ -159,13 +159,12 @@ impl Cli {
             .database_url
             .clone()
             .unwrap_or_else(crate::store::url_from_env);
-        let secrets = secrets_of(&url);
         let mut ctx = commands::Ctx {
             out,
             input,
             quiet: self.quiet,
             echo_newline,
-            url,
+            url: url.clone(),
         };
         let result = ctx.dispatch(&self.command);
         let flushed = ctx.out.flush();
@@ -175,47 +174,13 @@ impl Cli {
                 let Some(message) = failure.message() else {
                     return failure.exit_code(); // stdout was closed: nothing to say
                 };
-                let mut message = one_line(&message);
-                for secret in &secrets {
-                    message = message.replace(secret.as_str(), "***");
-                }
+                let message = crate::scrub_password(&url, &one_line(&message));
                 let _ = writeln!(err, "lockmgr: {message}");
                 let _ = err.flush();
                 failure.exit_code()
             }
         }
     }
-}
-
-/// The password of a database URL, as written and percent-decoded: what must never be
-/// printed, even if a driver message repeats it.
-fn secrets_of(raw: &str) -> Vec<String> {
-    let mut secrets = Vec::new();
-    if let Ok(url) = url::Url::parse(raw.trim()) {
-        if let Some(password) = url.password() {
-            secrets.push(password.to_string());
-        }
-        for (key, value) in url.query_pairs() {
-            if key.eq_ignore_ascii_case("password") {
-                secrets.push(value.into_owned());
-            }
-        }
-    }
-    let decoded: Vec<String> = secrets
-        .iter()
-        .filter_map(|s| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-        })
-        .collect();
-    secrets.extend(decoded);
-    secrets.retain(|s| !s.is_empty());
-    secrets.sort();
-    secrets.dedup();
-    // Longest first, so that a secret containing another is replaced whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    secrets
 }
 
 /// Error messages are one line: a driver's multi-line message is joined.
@@ -231,16 +196,6 @@ fn one_line(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_passwords_to_scrub() {
-        assert_eq!(
-            secrets_of("postgres://u:p%40ss@h/db?password=q"),
-            ["p%40ss", "p@ss", "q"]
-        );
-        assert!(secrets_of("postgres://u@h/db").is_empty());
-        assert!(secrets_of("locks.sqlite3").is_empty());
-    }
 
     #[test]
     fn messages_become_one_line() {

@@ -24,9 +24,12 @@ impl Table {
         }
     }
 
+    /// Add a row; characters that would be invisible or reorder the line on a
+    /// terminal are shown escaped (see [`visible`]).
     pub(crate) fn push(&mut self, row: Vec<String>) {
         debug_assert_eq!(row.len(), self.headers.len());
-        self.rows.push(row);
+        self.rows
+            .push(row.into_iter().map(|cell| visible(&cell)).collect());
     }
 
     pub(crate) fn write(&self, out: &mut dyn Write) -> io::Result<()> {
@@ -53,6 +56,42 @@ impl Table {
         }
         Ok(())
     }
+}
+
+/// Whether `c` shows nothing by itself or changes how the text around it shows: control
+/// characters, bidirectional overrides and isolates, zero-width and other format
+/// characters, line and paragraph separators, invisible fillers.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+            | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{110BD}' | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// `text` as a terminal should show it: every [invisible](is_invisible) character
+/// (a right-to-left override in a lock name, say) written as `\u{202e}`, so what is
+/// shown is what is there. A backslash that starts a literal `\u{` is doubled, so an
+/// escape cannot be faked.
+pub(crate) fn visible(text: &str) -> String {
+    if !text.chars().any(is_invisible) && !text.contains("\\u{") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, c) in text.char_indices() {
+        if is_invisible(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else if c == '\\' && text[i + 1..].starts_with("u{") {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A span of time in words: `4m 12s`, `1h`, `2d 3h 0m 5s` → `2d 3h 5s`; zero is `0s`.
@@ -207,10 +246,67 @@ impl DeclaredJson {
     }
 }
 
-/// Write `value` as pretty JSON and a newline.
+/// Write `value` as pretty JSON and a newline. [Invisible](is_invisible) characters in
+/// strings are written as `\uXXXX` escapes: the document is the same once parsed, and
+/// safe to show on a terminal.
 pub(crate) fn write_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+    let mut serializer =
+        serde_json::Serializer::with_formatter(&mut *out, VisibleFormatter::default());
+    value.serialize(&mut serializer).map_err(io::Error::from)?;
     writeln!(out)
+}
+
+/// serde_json's pretty formatter, escaping invisible characters inside strings.
+#[derive(Default)]
+struct VisibleFormatter(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for VisibleFormatter {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if is_invisible(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// `1 lock` / `2 locks`.
@@ -251,6 +347,23 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "NAME  WHO     X\na     longer\nééé   b       z\n"
         );
+    }
+
+    #[test]
+    fn invisible_characters_are_escaped_for_display() {
+        assert_eq!(visible("job:42"), "job:42");
+        assert_eq!(visible("a\\b"), "a\\b");
+        assert_eq!(visible("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(visible("x\u{200b}\\u{200b}"), "x\\u{200b}\\\\u{200b}");
+        assert_eq!(visible("faked\\u{202e}"), "faked\\\\u{202e}");
+        assert_eq!(visible("%_*?\\"), "%_*?\\");
+        assert_eq!(visible("tag\u{E0041}"), "tag\\u{e0041}");
+        let mut out = Vec::new();
+        write_json(&mut out, &["a\u{2066}b\u{E0041}", "é"]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "[\n  \"a\\u2066b\\udb40\\udc41\",\n  \"é\"\n]\n");
+        let back: Vec<String> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, ["a\u{2066}b\u{E0041}", "é"]);
     }
 
     #[test]
