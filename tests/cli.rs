@@ -1,7 +1,7 @@
 //! The `lockmgr` command line, run as a user runs it: the real binary in a child process
 //! (assert_cmd), on a temp SQLite file and on the throwaway PostgreSQL.
 //!
-//! A few tests call `lockmgr::cli::run_with` in this process instead: those that need
+//! A few tests call `lockmgr_cli::run_with` in this process instead: those that need
 //! `#[locked]` declarations linked in (registered by hand below, as `#[locked]` would)
 //! and the one that takes a lock between the listing and the answer of `reset-locks`.
 
@@ -86,13 +86,13 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
 /// The `lockmgr` binary of the `lockmgr` crate.
 fn lockmgr_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_bin("lockmgr", "lockmgr"))
+    BIN.get_or_init(|| build_bin("lockmgr-cli", "lockmgr"))
 }
 
 /// The example application's own `lockmgr` binary.
 fn example_app_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_bin("lockmgr-example-app", "lockmgr"))
+    BIN.get_or_init(|| build_bin("lockmgr-example-app", "app-locks"))
 }
 
 /// A directory to run in, so that nothing lands in the workspace by mistake.
@@ -128,10 +128,21 @@ fn stderr(assert: &Assert) -> String {
     String::from_utf8(assert.get_output().stderr.clone()).expect("utf-8 stderr")
 }
 
-/// Run, expect success and nothing on stderr; the output.
+/// Run, expect success and nothing on stderr; the output, without the line that ends
+/// human output naming the database (`Database: …`; see `every_command_names_its_database`).
 fn ok(cmd: &mut Command) -> String {
     let assert = cmd.assert().success().stderr("");
-    stdout(&assert)
+    without_database_line(stdout(&assert))
+}
+
+/// `out` without its last line if that line names the database.
+fn without_database_line(out: String) -> String {
+    let body = out.strip_suffix('\n').unwrap_or(&out);
+    match body.rsplit_once('\n') {
+        Some((before, last)) if last.starts_with("Database: ") => format!("{before}\n"),
+        None if body.starts_with("Database: ") => String::new(),
+        _ => out,
+    }
 }
 
 /// Run, expect the exit `code` and a one-line `lockmgr: …` error containing `needle`,
@@ -673,7 +684,7 @@ fn reset_locks_deletes_only_what_it_showed(db: &TestDb) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let args = ["lockmgr", "--database-url", db.url(), "reset-locks"];
     // "again" is not YES: nothing goes, not even the late lock.
-    let status = lockmgr::cli::run_with(args, &mut input, &mut out, &mut err);
+    let status = lockmgr_cli::run_with(args, &mut input, &mut out, &mut err);
     assert_eq!(status, 1);
     assert_eq!(locked_names(&store), ["first", "late", "second"]);
     store.unlock("late").unwrap();
@@ -684,8 +695,8 @@ fn reset_locks_deletes_only_what_it_showed(db: &TestDb) {
         taken: false,
     });
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let status = lockmgr::cli::run_with(args, &mut input, &mut out, &mut err);
-    let out = String::from_utf8(out).unwrap();
+    let status = lockmgr_cli::run_with(args, &mut input, &mut out, &mut err);
+    let out = without_database_line(String::from_utf8(out).unwrap());
     assert_eq!(status, 0, "{out}{}", String::from_utf8_lossy(&err));
     assert!(!out.contains("late"), "taken after the listing: {out}");
     assert!(out.ends_with("Deleted 2 locks.\n"), "{out}");
@@ -702,26 +713,13 @@ fn reset_locks_deletes_only_what_it_showed(db: &TestDb) {
 fn migrate_says_what_it_did(db: &TestDb) {
     // A fresh database: no table yet.
     let out = ok(lockmgr(db).arg("migrate"));
-    let shown = lockmgr::mask_password(db.url());
-    assert!(
-        out.starts_with(&format!(
-            "Applied 1 migration to {shown} ({}): ",
-            db.backend()
-        )),
-        "{out}"
-    );
+    assert!(out.starts_with("Applied 1 migration: "), "{out}");
     assert!(
         out.ends_with(".\nThe lock table lockmgr_lock is ready.\n"),
         "{out}"
     );
     let out = ok(lockmgr(db).arg("migrate"));
-    assert_eq!(
-        out,
-        format!(
-            "The lock table in {shown} ({}) is up to date; nothing to do.\n",
-            db.backend()
-        )
-    );
+    assert_eq!(out, "The lock table is up to date; nothing to do.\n");
     assert_eq!(ok(lockmgr(db).args(["migrate", "--quiet"])), "");
     db.store().get_lock("works", None).unwrap();
 }
@@ -784,10 +782,10 @@ fn in_process(db: &TestDb, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["lockmgr", "--database-url", db.url()];
     all.extend_from_slice(args);
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let status = lockmgr::cli::run_with(all, &mut io::empty(), &mut out, &mut err);
+    let status = lockmgr_cli::run_with(all, &mut io::empty(), &mut out, &mut err);
     (
         status,
-        String::from_utf8(out).unwrap(),
+        without_database_line(String::from_utf8(out).unwrap()),
         String::from_utf8(err).unwrap(),
     )
 }
@@ -908,7 +906,10 @@ fn stand_alone_binary_has_no_declarations() {
         out.starts_with("No #[locked] functions are linked into this binary.\n"),
         "{out}"
     );
-    assert!(out.contains("src/bin/lockmgr.rs"), "says what to do: {out}");
+    assert!(
+        out.contains("lockmgr_cli::Cli as a subcommand"),
+        "says what to do: {out}"
+    );
     let out = ok(command(lockmgr_bin()).args(["list-declared", "--json"]));
     assert_eq!(json(&out), json!([]));
 }
@@ -1379,6 +1380,107 @@ fn example_app_binary_is_the_whole_cli() {
     assert!(run(&["set-lock", "sync:account:7"]).ends_with("1 created, 0 renewed, 0 skipped.\n"));
     line_of(&run(&["list-locks"]), "sync:account:7");
     assert!(run(&["clear-lock", "sync:account:7"]).ends_with("Released 1 lock.\n"));
+}
+
+/// The application's own command line has the lockmgr commands as `locks …`, and
+/// they know the application's jobs.
+#[test]
+fn example_app_has_the_commands_as_a_subcommand() {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    let app = APP.get_or_init(|| build_bin("lockmgr-example-app", "example-app"));
+    let db = TestDb::sqlite();
+    let mut cmd = command(app);
+    cmd.args([
+        "locks",
+        "--database-url",
+        db.url(),
+        "list-declared",
+        "--json",
+    ]);
+    let rows = json(&ok(&mut cmd));
+    let templates: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["template"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        templates,
+        ["report:nightly", "search:reindex", "sync:account:{id}"]
+    );
+    let mut cmd = command(app);
+    cmd.env("LOCKMGR_DATABASE_URL", db.url())
+        .args(["run", "sync", "7"]);
+    assert_eq!(ok(&mut cmd), "account 7 synced\n");
+    let mut cmd = command(app);
+    cmd.args([
+        "locks",
+        "--database-url",
+        db.url(),
+        "set-lock",
+        "report:nightly",
+    ]);
+    ok(&mut cmd);
+    let mut cmd = command(app);
+    cmd.env("LOCKMGR_DATABASE_URL", db.url())
+        .args(["run", "nightly-report"]);
+    let assert = cmd.assert().code(1);
+    assert!(
+        stderr(&assert).contains("is held by"),
+        "{}",
+        stderr(&assert)
+    );
+}
+
+/// Human output ends by naming the database it read: the absolute path of a SQLite
+/// file, or the URL with its password masked; and says when that is the default
+/// because no URL was set. JSON and --quiet output do not.
+#[test]
+fn every_command_names_its_database() {
+    let db = TestDb::sqlite();
+    let human = [
+        vec!["list-locks"],
+        vec!["set-lock", "a"],
+        vec!["clear-lock", "a"],
+        vec!["reset-locks", "-f"],
+        vec!["migrate"],
+    ];
+    for args in &human {
+        let assert = lockmgr(&db).args(args).assert().success();
+        let out = stdout(&assert);
+        assert!(
+            out.ends_with(&format!("Database: sqlite {}\n", db.url())),
+            "{args:?}: {out}"
+        );
+    }
+    for args in [vec!["list-locks", "--json"], vec!["-q", "set-lock", "b"]] {
+        let out = stdout(&lockmgr(&db).args(&args).assert().success());
+        assert!(!out.contains("Database:"), "{args:?}: {out}");
+    }
+    // No URL anywhere: the file in the current directory, and a word about it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(lockmgr_bin());
+    cmd.current_dir(dir.path()).arg("list-locks");
+    let out = stdout(&cmd.assert().success());
+    let file = dir.path().join("lockmgr.sqlite3");
+    assert!(
+        out.contains(&format!(
+            "Database: sqlite {} (no --database-url",
+            file.display()
+        )),
+        "{out}"
+    );
+    // PostgreSQL: the URL, password masked.
+    let pg = TestDb::postgres();
+    let url = pg.url().replacen("postgres@", "postgres:secretpw@", 1);
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", &url, "list-locks"]);
+    let out = stdout(&cmd.assert().success());
+    let masked = url.replace("secretpw", "***");
+    assert!(
+        out.ends_with(&format!("Database: postgres {masked}\n")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -274,8 +274,18 @@ impl LockStore {
 
     /// Open the store named by the environment: `LOCKMGR_DATABASE_URL`, else
     /// `DATABASE_URL`, else the SQLite file `lockmgr.sqlite3` in the current directory.
+    ///
+    /// That last fallback is logged (a `warn`, once per process, naming the file's
+    /// absolute path): a deployment that forgot to set the URL gets locks private to
+    /// one directory of one host, which is worth a word.
     pub fn from_env() -> Result<LockStore> {
-        LockStore::open(&url_from_env())
+        match url_from_env() {
+            Some(url) => LockStore::open(&url),
+            None => {
+                warn_default_sqlite_once();
+                LockStore::open(DEFAULT_SQLITE_PATH)
+            }
+        }
     }
 
     /// Which database this store uses.
@@ -286,6 +296,26 @@ impl LockStore {
     /// The store's URL with any password masked.
     pub fn url(&self) -> &str {
         &self.inner.url.masked
+    }
+
+    /// Where the locks live, as shown to people: the absolute path of a SQLite file
+    /// (or the URI or `:memory:` it was opened as), else the URL with any password
+    /// masked.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("locks.sqlite3");
+    /// let store = lockmgr::LockStore::open(path.to_str().unwrap())?;
+    /// assert_eq!(store.location(), path.display().to_string());
+    /// # Ok::<(), lockmgr::Error>(())
+    /// ```
+    pub fn location(&self) -> String {
+        let url = &self.inner.url;
+        if url.backend == Backend::Sqlite && !url.in_memory && !url.target.starts_with("file:") {
+            absolute_sqlite_path(&url.target)
+        } else {
+            url.masked.clone()
+        }
     }
 
     /// The `locked_by` this store writes on the locks it takes.
@@ -654,13 +684,40 @@ impl LockStore {
     }
 }
 
-/// The URL [`LockStore::from_env`] opens.
-pub(crate) fn url_from_env() -> String {
+/// The database URL the environment names: [`LOCKMGR_DATABASE_URL`], else
+/// [`DATABASE_URL`] (the first one set to something other than blanks); `None` when
+/// neither is, and [`LockStore::from_env`] falls back to [`DEFAULT_SQLITE_PATH`].
+///
+/// ```
+/// // With neither variable set:
+/// # std::env::remove_var(lockmgr::LOCKMGR_DATABASE_URL);
+/// # std::env::remove_var(lockmgr::DATABASE_URL);
+/// assert_eq!(lockmgr::url_from_env(), None);
+/// ```
+pub fn url_from_env() -> Option<String> {
     [LOCKMGR_DATABASE_URL, DATABASE_URL]
         .iter()
         .filter_map(|key| std::env::var(key).ok())
         .find(|value| !value.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_string())
+}
+
+/// The absolute path of the SQLite file a relative `path` names from here.
+pub fn absolute_sqlite_path(path: &str) -> String {
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// Say once per process that no URL was set and which file is used instead.
+fn warn_default_sqlite_once() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            path = %absolute_sqlite_path(DEFAULT_SQLITE_PATH),
+            "lockmgr: no database URL set ({LOCKMGR_DATABASE_URL}, {DATABASE_URL}); \
+             using a SQLite file in the current directory, private to this host"
+        );
+    });
 }
 
 fn row_expired(row: &LockRow) -> bool {

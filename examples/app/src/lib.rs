@@ -1,9 +1,11 @@
 //! An application whose jobs are guarded by `#[locked]`, so that each runs at most once
 //! at a time across all the processes and hosts sharing the lock database.
 //!
-//! Its `src/bin/lockmgr.rs` makes `cargo run -p lockmgr-example-app --bin lockmgr -- …`
-//! the lockmgr command line, whose `list-declared` lists the jobs below with their
-//! name templates, expiry and wait, and whether each is running right now.
+//! Its command line (`src/main.rs`) has the lockmgr commands as a subcommand:
+//! `cargo run -p lockmgr-example-app -- locks list-declared` lists the jobs below with
+//! their name templates, expiry and wait, and whether each is held right now. The
+//! binary `app-locks` (`src/bin/app-locks.rs`) shows the other way: the lockmgr
+//! command line as a binary of the application's own.
 
 use std::fmt;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::{DeclaredLock, Lock};
+use lockmgr::{DeclaredLock, Lock};
 
 /// A table of text cells printed with aligned columns: a header row, then one row per
 /// item, columns two spaces apart, no trailing blanks.
@@ -152,7 +152,7 @@ pub(crate) fn declared_cell(decl: Option<&DeclaredLock>) -> String {
 pub(crate) fn lock_table(locks: &[Lock]) -> Table {
     let declared: Vec<Option<&'static DeclaredLock>> = locks
         .iter()
-        .map(|lock| crate::declared_lock_for(&lock.name))
+        .map(|lock| lockmgr::declared_lock_for(&lock.name))
         .collect();
     let with_declared = declared.iter().any(Option::is_some);
     let mut headers = vec!["NAME", "LOCKED BY", "PID", "EXPIRES", "FENCE"];
@@ -209,7 +209,7 @@ impl From<&Lock> for LockJson {
             expires_in_seconds: lock.expires_in().map(|d| d.as_secs()),
             created_at: rfc3339(lock.created_at),
             updated_at: rfc3339(lock.updated_at),
-            declared: crate::declared_lock_for(&lock.name).map(|d| d.name),
+            declared: lockmgr::declared_lock_for(&lock.name).map(|d| d.name),
         }
     }
 }

@@ -60,7 +60,7 @@ pub enum Command {
     /// and whether a live lock matches the template right now.
     ///
     /// The stand-alone `lockmgr` binary has none: run your application's own, a file
-    /// src/bin/lockmgr.rs with `use your_crate as _; fn main() { lockmgr::cli::main() }`.
+    /// src/bin/lockmgr.rs with `use your_crate as _; fn main() { lockmgr_cli::main() }`.
     ListDeclared(ListArgs),
 
     /// Create locks, or renew existing ones, by name
@@ -98,6 +98,16 @@ pub struct ListArgs {
     /// Print a JSON array instead of a table, for scripts
     #[arg(long)]
     pub json: bool,
+}
+
+impl Command {
+    /// Whether this command prints JSON (for scripts) rather than text for people.
+    pub fn prints_json(&self) -> bool {
+        match self {
+            Command::ListLocks(args) | Command::ListDeclared(args) => args.json,
+            _ => false,
+        }
+    }
 }
 
 /// Options of `set-lock`.

@@ -1,18 +1,51 @@
-//! The `lockmgr` command line, as a library: the `lockmgr` binary is
-//! `fn main() { lockmgr::cli::main() }`, and so is your application's own.
+//! The `lockmgr` command line, as a library: the `lockmgr` binary of this crate is
+//! `fn main() { lockmgr_cli::main() }`, and an application can have the same commands
+//! — whose `list-declared` then also lists the application's own `#[locked]` jobs —
+//! in either of two ways.
 //!
-//! Put this in your crate as `src/bin/lockmgr.rs` and `cargo run --bin lockmgr …` is the
-//! full CLI, whose `list-declared` also lists your crate's `#[locked]` functions:
+//! **As a subcommand of its own clap command line** (`my-app locks list-locks`):
+//! flatten [`Cli`] into a subcommand and hand it to [`Cli::run`] or [`run_cli`]:
 //!
 //! ```no_run
-//! // Link your library crate, or its #[locked] declarations are not in this binary.
-//! // (Replace `my_app` with your crate's name; leave it out if the jobs are in this file.)
+//! use clap::{Parser, Subcommand};
+//!
+//! #[derive(Parser)]
+//! struct MyApp {
+//!     #[command(subcommand)]
+//!     command: MyCommand,
+//! }
+//!
+//! #[derive(Subcommand)]
+//! enum MyCommand {
+//!     /// Run the workers
+//!     Serve,
+//!     /// See and manage the locks of the app's jobs
+//!     Locks(lockmgr_cli::Cli),
+//! }
+//!
+//! fn main() {
+//!     match MyApp::parse().command {
+//!         MyCommand::Serve => { /* … */ }
+//!         MyCommand::Locks(cli) => std::process::exit(lockmgr_cli::run_cli(cli)),
+//!     }
+//! }
+//! ```
+//!
+//! **As a binary of its own**, `src/bin/app-locks.rs` in the application's package:
+//!
+//! ```no_run
+//! // Link the application's library, or its #[locked] declarations are not in this
+//! // binary. (Replace `my_app` with your crate's name; leave it out if the jobs are
+//! // in this file.)
 //! // use my_app as _;
 //!
 //! fn main() {
-//!     lockmgr::cli::main()
+//!     lockmgr_cli::main()
 //! }
 //! ```
+//!
+//! (With two binaries in the package, set `default-run` in its `Cargo.toml` so that
+//! a plain `cargo run` still starts the application.)
 //!
 //! | command | does |
 //! |---|---|
@@ -26,8 +59,6 @@
 //! Exit status: [`EXIT_OK`], [`EXIT_ERROR`] (any error, or `reset-locks` not
 //! confirmed), [`EXIT_LOCK_FAIL`] (`set-lock --fail` met an existing lock). Errors are
 //! one line on stderr, `lockmgr: …`, with any database password masked.
-//!
-//! This module needs the cargo feature `cli` (on by default).
 
 // The example above is the whole file a user writes, `fn main` included.
 #![allow(clippy::needless_doctest_main)]
@@ -69,7 +100,7 @@ pub fn main() -> ! {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let message = crate::mask_password(&message);
+        let message = lockmgr::mask_password(&message);
         eprintln!(
             "lockmgr: internal error{at}: {}; please report it",
             one_line(&message)
@@ -94,6 +125,13 @@ where
             return err.exit_code();
         }
     };
+    run_cli(cli)
+}
+
+/// Run an already parsed command line on this process's standard input, output and
+/// error; the exit status. For an application that has [`Cli`] as a subcommand of
+/// its own clap command line (see the [crate docs](crate)).
+pub fn run_cli(cli: Cli) -> i32 {
     let stdin = io::stdin();
     let echo_newline = !stdin.is_terminal();
     let mut input = stdin.lock();
@@ -109,14 +147,15 @@ where
 /// # let dir = tempfile::tempdir().unwrap();
 /// # let url = dir.path().join("locks.sqlite3").to_str().unwrap().to_string();
 /// let (mut out, mut err) = (Vec::new(), Vec::new());
-/// let status = lockmgr::cli::run_with(
+/// let status = lockmgr_cli::run_with(
 ///     ["lockmgr", "--database-url", &url, "list-locks"],
 ///     &mut std::io::empty(),
 ///     &mut out,
 ///     &mut err,
 /// );
 /// assert_eq!(status, 0);
-/// assert_eq!(String::from_utf8(out).unwrap(), "There are no active locks.\n");
+/// let out = String::from_utf8(out).unwrap();
+/// assert!(out.starts_with("There are no active locks.\nDatabase: sqlite "));
 /// ```
 pub fn run_with<I, T>(
     args: I,
@@ -155,18 +194,26 @@ impl Cli {
         err: &mut dyn Write,
         echo_newline: bool,
     ) -> i32 {
-        let url = self
-            .database_url
-            .clone()
-            .unwrap_or_else(crate::store::url_from_env);
+        let given = self.database_url.clone().or_else(lockmgr::url_from_env);
+        let url_is_default = given.is_none();
+        let url = given.unwrap_or_else(|| lockmgr::DEFAULT_SQLITE_PATH.to_string());
         let mut ctx = commands::Ctx {
             out,
             input,
             quiet: self.quiet,
             echo_newline,
             url: url.clone(),
+            url_is_default,
+            database: std::cell::OnceCell::new(),
         };
-        let result = ctx.dispatch(&self.command);
+        let mut result = ctx.dispatch(&self.command);
+        // Human output ends by naming the database it read; JSON and --quiet
+        // output are only what was asked for.
+        if result.is_ok() && !self.quiet && !self.command.prints_json() {
+            if let Some(line) = ctx.database_line() {
+                result = writeln!(ctx.out, "{line}").map_err(commands::Failure::Output);
+            }
+        }
         let flushed = ctx.out.flush();
         match result.and_then(|()| flushed.map_err(commands::Failure::Output)) {
             Ok(()) => EXIT_OK,
@@ -174,7 +221,7 @@ impl Cli {
                 let Some(message) = failure.message() else {
                     return failure.exit_code(); // stdout was closed: nothing to say
                 };
-                let message = crate::scrub_password(&url, &one_line(&message));
+                let message = lockmgr::scrub_password(&url, &one_line(&message));
                 let _ = writeln!(err, "lockmgr: {message}");
                 let _ = err.flush();
                 failure.exit_code()

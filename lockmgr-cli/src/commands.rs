@@ -3,10 +3,10 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
-use super::args::{ClearLockArgs, Command, ListArgs, ResetLocksArgs, SetLockArgs};
-use super::output::{self, plural, DeclaredJson, LockJson, Table};
-use super::{EXIT_ERROR, EXIT_LOCK_FAIL};
-use crate::{declared_locks, validate_name, Error, LockStore};
+use crate::args::{ClearLockArgs, Command, ListArgs, ResetLocksArgs, SetLockArgs};
+use crate::output::{self, plural, DeclaredJson, LockJson, Table};
+use crate::{EXIT_ERROR, EXIT_LOCK_FAIL};
+use lockmgr::{declared_locks, validate_name, Error, LockStore};
 
 /// Why a command did not succeed.
 #[derive(Debug)]
@@ -83,6 +83,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) echo_newline: bool,
     /// The database URL as given (never printed: the store shows it masked).
     pub(crate) url: String,
+    /// Whether `url` is the fallback: no URL given, none in the environment.
+    pub(crate) url_is_default: bool,
+    /// The backend and location of the database once opened, as shown to people.
+    pub(crate) database: std::cell::OnceCell<String>,
 }
 
 type Outcome = Result<(), Failure>;
@@ -107,12 +111,33 @@ impl Ctx<'_> {
     /// that does not work either, the statement's error says why.
     fn open(&self) -> Result<LockStore, Error> {
         let builder = LockStore::builder(&self.url).pool_size(1);
-        match builder.clone().open() {
+        let store = match builder.clone().open() {
             Err(migration @ Error::Migration { .. }) => {
                 builder.migrate(false).open().map_err(|_| migration)
             }
             opened => opened,
-        }
+        }?;
+        self.remember(&store);
+        Ok(store)
+    }
+
+    /// Note which database this command reads, for [`database_line`](Ctx::database_line).
+    fn remember(&self, store: &LockStore) {
+        let _ = self
+            .database
+            .set(format!("{} {}", store.backend(), store.location()));
+    }
+
+    /// The line that ends human output: which database was read, and whether it is
+    /// the fallback because no URL was set. `None` when no database was opened.
+    pub(crate) fn database_line(&self) -> Option<String> {
+        let database = self.database.get()?;
+        let fallback = if self.url_is_default {
+            " (no --database-url, LOCKMGR_DATABASE_URL or DATABASE_URL: the default)"
+        } else {
+            ""
+        };
+        Some(format!("Database: {database}{fallback}"))
     }
 
     fn list_locks(&mut self, args: &ListArgs) -> Outcome {
@@ -136,7 +161,7 @@ impl Ctx<'_> {
         } else {
             self.open()?.list_locks()?
         };
-        let held = |decl: &crate::DeclaredLock| -> Vec<String> {
+        let held = |decl: &lockmgr::DeclaredLock| -> Vec<String> {
             locks
                 .iter()
                 .filter(|lock| decl.matches(&lock.name))
@@ -159,8 +184,9 @@ impl Ctx<'_> {
             if !self.quiet {
                 writeln!(
                     self.out,
-                    "Your application's own lockmgr lists its #[locked] functions: add \
-                     src/bin/lockmgr.rs with `use your_crate as _; fn main() {{ lockmgr::cli::main() }}`."
+                    "Your application's own command line lists its #[locked] functions: embed \
+                     lockmgr_cli::Cli as a subcommand of it, or add a binary whose main is \
+                     `lockmgr_cli::main()` (with `use your_crate as _;`). See the lockmgr-cli docs."
                 )?;
             }
             return Ok(());
@@ -404,24 +430,18 @@ impl Ctx<'_> {
             .pool_size(1)
             .migrate(false)
             .open()?;
+        self.remember(&store);
         let applied = store.migrate()?;
         if self.quiet {
             return Ok(());
         }
         if applied.is_empty() {
-            writeln!(
-                self.out,
-                "The lock table in {} ({}) is up to date; nothing to do.",
-                store.url(),
-                store.backend()
-            )?;
+            writeln!(self.out, "The lock table is up to date; nothing to do.")?;
         } else {
             writeln!(
                 self.out,
-                "Applied {} to {} ({}): {}.",
+                "Applied {}: {}.",
                 plural(applied.len(), "migration", "migrations"),
-                store.url(),
-                store.backend(),
                 applied.join(", ")
             )?;
             writeln!(self.out, "The lock table lockmgr_lock is ready.")?;
