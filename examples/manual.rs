@@ -63,7 +63,10 @@ fn module_functions() -> lockmgr::Result<()> {
         lk.fence,
         lk.expires_seconds().unwrap_or(0)
     );
-    let lk = lockmgr::renew_lock(&lk, Some(Duration::from_secs(20)), false, false)?;
+    let lk = lockmgr::renew_lock(
+        &lk,
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(20))),
+    )?;
     println!(
         "renew_lock(&lk, 20 s): expires in {} s",
         lk.expires_seconds().unwrap_or(0)
@@ -174,14 +177,18 @@ fn renewing(store: &LockStore) -> lockmgr::Result<()> {
         .acquire()?;
     let left = |guard: &lockmgr::LockGuard| guard.main_lock().expires_seconds().unwrap_or(0);
     println!("acquired for 60 s: {} s left", left(&guard));
-    guard.renew_with(Some(Duration::from_secs(30)), true, true)?;
+    guard.renew_with(
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(30)))
+            .add_time()
+            .create(),
+    )?;
     println!(
         "renew_with(30 s, add_time): 30 s more -> {} s left",
         left(&guard)
     );
     guard.renew()?;
     println!("renew(): 120 s more -> {} s left", left(&guard));
-    guard.renew_with(Some(Duration::from_secs(30)), false, false)?;
+    guard.renew_with(lockmgr::RenewOptions::new(Some(Duration::from_secs(30))))?;
     println!(
         "renew_with(30 s, no add_time): 30 s from now would be shorter, and a renewal never \
          shortens -> {} s left",
@@ -190,19 +197,28 @@ fn renewing(store: &LockStore) -> lockmgr::Result<()> {
     drop(guard);
 
     // renew_lock by name: a missing lock is an error unless `create`.
-    match store.renew_lock("manual:report", Some(Duration::from_secs(60)), false, false) {
+    match store.renew_lock(
+        "manual:report",
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(60))),
+    ) {
         Err(Error::LockNotFound { name }) => {
             println!("renew_lock({name:?}) without create: not found")
         }
         other => panic!("expected LockNotFound, got {other:?}"),
     }
-    let lock = lockmgr::renew_lock("manual:report", Some(Duration::from_secs(60)), false, true)?;
+    let lock = lockmgr::renew_lock(
+        "manual:report",
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(60))).create(),
+    )?;
     println!(
         "renew_lock({:?}, create): taken anew, {} s left",
         lock.name,
         lock.expires_seconds().unwrap_or(0)
     );
-    let lock = lockmgr::renew_lock(&lock, Some(Duration::from_secs(60)), true, false)?;
+    let lock = lockmgr::renew_lock(
+        &lock,
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(60))).add_time(),
+    )?;
     println!(
         "renew_lock(&lock, 60 s, add_time): {} s left",
         lock.expires_seconds().unwrap_or(0)
@@ -217,12 +233,15 @@ fn set_lock(store: &LockStore) -> lockmgr::Result<()> {
     println!("\n== set_lock");
     let timeout = Some(Duration::from_secs(600));
     // create + renew: whatever exists is renewed, the rest created.
-    let report = lockmgr::set_lock(["manual:a"], timeout, false, true, true)?;
+    let report = lockmgr::set_lock(["manual:a"], lockmgr::SetLockOptions::new(timeout))?;
     println!(
         "set_lock([a]): {} created, {} renewed",
         report.created, report.renewed
     );
-    let report = lockmgr::set_lock(["manual:a", "manual:b"], timeout, false, true, true)?;
+    let report = lockmgr::set_lock(
+        ["manual:a", "manual:b"],
+        lockmgr::SetLockOptions::new(timeout),
+    )?;
     for status in &report.statuses {
         println!(
             "  {:<9} was locked: {:<5}  now locked: {:<5}  {}",
@@ -235,7 +254,10 @@ fn set_lock(store: &LockStore) -> lockmgr::Result<()> {
     store.unlock("manual:b")?;
 
     // fail: "manual:a" exists, so nothing of the call is kept, "manual:b" included.
-    match store.set_lock(["manual:b", "manual:a"], timeout, true, true, true) {
+    match store.set_lock(
+        ["manual:b", "manual:a"],
+        lockmgr::SetLockOptions::new(timeout).fail(),
+    ) {
         Err(err @ Error::LockFail { .. }) => println!("set_lock([b, a], fail): {err}"),
         other => panic!("expected LockFail, got {other:?}"),
     }
@@ -245,7 +267,10 @@ fn set_lock(store: &LockStore) -> lockmgr::Result<()> {
     );
 
     // Only renew (create = false): a free name is skipped.
-    let report = store.set_lock(["manual:a", "manual:b"], timeout, false, true, false)?;
+    let report = store.set_lock(
+        ["manual:a", "manual:b"],
+        lockmgr::SetLockOptions::new(timeout).only_renew(),
+    )?;
     println!(
         "set_lock([a, b], only renew): {} renewed, {} free names skipped",
         report.renewed, report.skip_create

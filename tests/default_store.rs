@@ -17,10 +17,14 @@ fn module_functions_use_the_default_store() {
     let lock = lockmgr::get_lock("mod:job", Some(Duration::from_secs(20))).unwrap();
     assert!(lockmgr::is_locked("mod:job").unwrap());
     assert!(lockmgr::get_lock("mod:job", None).unwrap_err().is_locked());
-    let renewed = lockmgr::renew_lock(&lock, Some(Duration::from_secs(60)), false, false).unwrap();
+    let renewed = lockmgr::renew_lock(
+        &lock,
+        lockmgr::RenewOptions::new(Some(Duration::from_secs(60))),
+    )
+    .unwrap();
     assert!(renewed.expires_seconds().unwrap() >= 50);
     assert_eq!(lockmgr::list_locks().unwrap().len(), 1);
-    let report = lockmgr::set_lock(["mod:a", "mod:b"], None, false, true, true).unwrap();
+    let report = lockmgr::set_lock(["mod:a", "mod:b"], lockmgr::SetLockOptions::new(None)).unwrap();
     assert_eq!(report.created, 2);
     {
         let _guard = lockmgr::lock_mgr("mod:guard").unwrap().acquire().unwrap();
@@ -31,7 +35,7 @@ fn module_functions_use_the_default_store() {
     assert!(lockmgr::unlock("mod:a").unwrap());
     assert_eq!(lockmgr::clean_locks().unwrap(), 0);
     assert!(matches!(
-        lockmgr::renew_lock("mod:a", None, false, false),
+        lockmgr::renew_lock("mod:a", lockmgr::RenewOptions::new(None)),
         Err(Error::LockNotFound { .. })
     ));
     assert_eq!(lockmgr::reset_locks().unwrap(), 1);

@@ -157,13 +157,16 @@ fn writes_past_file_size_limit(url: &str) {
     report(
         "renew_lock",
         store
-            .renew_lock(&held, Some(Duration::from_secs(600)), false, false)
+            .renew_lock(
+                &held,
+                lockmgr::RenewOptions::new(Some(Duration::from_secs(600))),
+            )
             .map(|l| format!("{:?}", l.expires_seconds())),
     );
     report(
         "set_lock",
         store
-            .set_lock(["set"], MINUTE, false, true, true)
+            .set_lock(["set"], lockmgr::SetLockOptions::new(MINUTE))
             .map(|r| r.created.to_string()),
     );
     report("unlock", store.unlock(&held).map(|b| b.to_string()));
@@ -289,7 +292,7 @@ fn max_page_count_makes_writes_fail_cleanly() {
         .map(|i| format!("a-long-enough-lock-name-set-{i:05}"))
         .collect();
     let err = store
-        .set_lock(&names, MINUTE, false, true, true)
+        .set_lock(&names, lockmgr::SetLockOptions::new(MINUTE))
         .unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
     assert_eq!(store.list_locks().unwrap().len(), taken.len());

@@ -210,11 +210,13 @@ fn wait_acquires_after_release_from_another_thread(db: &TestDb) {
 fn renew_without_add_time_sets_from_now(db: &TestDb) {
     let store = db.store();
     let lock = store.get_lock("seed:renew", secs(20)).unwrap();
-    let renewed = store.renew_lock(&lock, secs(60), false, false).unwrap();
+    let renewed = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(60)))
+        .unwrap();
     assert!(renewed.expires_seconds().unwrap() >= 50, "{renewed:?}");
     // By name too.
     let renewed = store
-        .renew_lock("seed:renew", secs(120), false, false)
+        .renew_lock("seed:renew", lockmgr::RenewOptions::new(secs(120)))
         .unwrap();
     assert!(renewed.expires_seconds().unwrap() >= 110);
 }
@@ -222,7 +224,9 @@ fn renew_without_add_time_sets_from_now(db: &TestDb) {
 fn renew_with_add_time_adds(db: &TestDb) {
     let store = db.store();
     let lock = store.get_lock("seed:add", secs(10)).unwrap();
-    let renewed = store.renew_lock(&lock, secs(20), true, false).unwrap();
+    let renewed = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(20)).add_time())
+        .unwrap();
     assert!(renewed.expires_seconds().unwrap() >= 25, "{renewed:?}");
     assert!(renewed.expires_seconds().unwrap() <= 30);
 }
@@ -230,23 +234,30 @@ fn renew_with_add_time_adds(db: &TestDb) {
 fn renew_shorter_keeps_or_adds(db: &TestDb) {
     let store = db.store();
     let lock = store.get_lock("seed:shorter", secs(60)).unwrap();
-    let kept = store.renew_lock(&lock, secs(10), false, false).unwrap();
+    let kept = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(10)))
+        .unwrap();
     assert_eq!(
         kept.locked_until, lock.locked_until,
         "never shortened without add_time"
     );
-    let added = store.renew_lock(&lock, secs(10), true, false).unwrap();
+    let added = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(10)).add_time())
+        .unwrap();
     assert!(added.expires_seconds().unwrap() >= 65, "{added:?}");
 }
 
 fn renew_missing_is_not_found_unless_create(db: &TestDb) {
     let store = db.store();
-    match store.renew_lock("seed:missing", secs(30), false, false) {
+    match store.renew_lock("seed:missing", lockmgr::RenewOptions::new(secs(30))) {
         Err(Error::LockNotFound { name }) => assert_eq!(name, "seed:missing"),
         other => panic!("expected LockNotFound, got {other:?}"),
     }
     let created = store
-        .renew_lock("seed:missing", secs(30), false, true)
+        .renew_lock(
+            "seed:missing",
+            lockmgr::RenewOptions::new(secs(30)).create(),
+        )
         .unwrap();
     assert!(store.is_locked("seed:missing").unwrap());
     assert!(created.expires_seconds().unwrap() >= 25);
@@ -255,18 +266,22 @@ fn renew_missing_is_not_found_unless_create(db: &TestDb) {
 fn renew_never_expiring_lock(db: &TestDb) {
     let store = db.store();
     let lock = store.get_lock("seed:forever", None).unwrap();
-    let renewed = store.renew_lock(&lock, secs(30), false, false).unwrap();
+    let renewed = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(30)))
+        .unwrap();
     assert_eq!(
         renewed.locked_until, None,
         "a lock that never expires stays so"
     );
-    let renewed = store.renew_lock(&lock, secs(30), true, false).unwrap();
+    let renewed = store
+        .renew_lock(&lock, lockmgr::RenewOptions::new(secs(30)).add_time())
+        .unwrap();
     assert_eq!(renewed.locked_until, None);
     // And a lock with an expiry can be made to never expire.
     let timed = store.get_lock("seed:timed", secs(30)).unwrap();
     assert_eq!(
         store
-            .renew_lock(&timed, None, false, false)
+            .renew_lock(&timed, lockmgr::RenewOptions::new(None))
             .unwrap()
             .locked_until,
         None
@@ -324,12 +339,12 @@ fn stale_lock_cannot_touch_new_holder(db: &TestDb) {
         "a stale lock released the new holder's lock"
     );
     assert!(matches!(
-        store.renew_lock(&stale, secs(600), true, false),
+        store.renew_lock(&stale, lockmgr::RenewOptions::new(secs(600)).add_time()),
         Err(Error::LockNotFound { .. })
     ));
     // With create, it cannot take it either: someone holds it.
     assert!(store
-        .renew_lock(&stale, secs(600), false, true)
+        .renew_lock(&stale, lockmgr::RenewOptions::new(secs(600)).create())
         .unwrap_err()
         .is_locked());
     let current = store.find_lock("beyond:stale").unwrap().unwrap();
@@ -435,10 +450,7 @@ fn set_lock_creates_renews_and_skips(db: &TestDb) {
     let report = store
         .set_lock(
             ["set:new", "set:held", "set:new"],
-            secs(300),
-            false,
-            true,
-            true,
+            lockmgr::SetLockOptions::new(secs(300)),
         )
         .unwrap();
     assert_eq!(
@@ -474,7 +486,12 @@ fn set_lock_creates_renews_and_skips(db: &TestDb) {
 
     // No renew: held names are skipped. No create: free names are skipped.
     let report = store
-        .set_lock(["set:held", "set:free"], secs(900), false, false, false)
+        .set_lock(
+            ["set:held", "set:free"],
+            lockmgr::SetLockOptions::new(secs(900))
+                .no_renew()
+                .only_renew(),
+        )
         .unwrap();
     assert_eq!(
         (
@@ -502,7 +519,7 @@ fn set_lock_creates_renews_and_skips(db: &TestDb) {
 
     // No timeout: never expires.
     let report = store
-        .set_lock(["set:forever"], None, false, true, true)
+        .set_lock(["set:forever"], lockmgr::SetLockOptions::new(None))
         .unwrap();
     assert_eq!(report.statuses[0].lock.as_ref().unwrap().locked_until, None);
 }
@@ -510,7 +527,10 @@ fn set_lock_creates_renews_and_skips(db: &TestDb) {
 fn set_lock_fail_keeps_nothing(db: &TestDb) {
     let store = db.store();
     let held = store.get_lock("fail:m", secs(30)).unwrap();
-    match store.set_lock(["fail:a", "fail:m", "fail:z"], secs(300), true, true, true) {
+    match store.set_lock(
+        ["fail:a", "fail:m", "fail:z"],
+        lockmgr::SetLockOptions::new(secs(300)).fail(),
+    ) {
         Err(Error::LockFail {
             name, locked_until, ..
         }) => {
@@ -559,10 +579,14 @@ fn invalid_names_are_refused(db: &TestDb) {
         invalid(store.unlock(bad).map(drop));
         invalid(store.unlock_if_expired(bad).map(drop));
         invalid(store.find_lock(bad).map(drop));
-        invalid(store.renew_lock(bad, None, false, true).map(drop));
         invalid(
             store
-                .set_lock(["ok", bad], None, false, true, true)
+                .renew_lock(bad, lockmgr::RenewOptions::new(None).create())
+                .map(drop),
+        );
+        invalid(
+            store
+                .set_lock(["ok", bad], lockmgr::SetLockOptions::new(None))
                 .map(drop),
         );
         invalid(store.lock_mgr(bad).acquire().map(drop));
@@ -705,7 +729,7 @@ fn set_lock_races_get_lock_without_raw_errors(db: &TestDb) {
             std::thread::spawn(move || {
                 for i in 0..25 {
                     let report = store
-                        .set_lock(names, MINUTE, false, true, true)
+                        .set_lock(names, lockmgr::SetLockOptions::new(MINUTE))
                         .unwrap_or_else(|e| panic!("set_lock got a raw error: {e}"));
                     assert_eq!(report.created + report.renewed, names.len());
                     // Free one name, so the next call creates (inserts) after renewing.

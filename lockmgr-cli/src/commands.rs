@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::args::{ClearLockArgs, Command, ListArgs, ResetLocksArgs, SetLockArgs};
 use crate::output::{self, plural, DeclaredJson, LockJson, Table};
 use crate::{EXIT_ERROR, EXIT_LOCK_FAIL};
-use lockmgr::{declared_locks, validate_name, Error, LockStore};
+use lockmgr::{declared_locks, validate_name, Error, LockStore, SetLockOptions};
 
 /// Why a command did not succeed.
 #[derive(Debug)]
@@ -227,13 +227,17 @@ impl Ctx<'_> {
         }
         let store = self.open()?;
         let timeout = (!args.no_timeout).then(|| Duration::from_secs(args.timeout));
-        let report = match store.set_lock(
-            &args.names,
-            timeout,
-            args.fail,
-            !args.no_renew,
-            !args.only_renew,
-        ) {
+        let mut options = SetLockOptions::new(timeout);
+        if args.fail {
+            options = options.fail();
+        }
+        if args.no_renew {
+            options = options.no_renew();
+        }
+        if args.only_renew {
+            options = options.only_renew();
+        }
+        let report = match store.set_lock(&args.names, options) {
             Ok(report) => report,
             Err(err @ Error::LockFail { .. }) => {
                 if !self.quiet {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::builder::LockMgr;
 use crate::error::Result;
 use crate::model::Lock;
+use crate::options::{RenewOptions, SetLockOptions};
 use crate::set_lock::SetLockReport;
 use crate::store::{LockRef, LockStore};
 
@@ -83,28 +84,17 @@ pub fn reset_locks() -> Result<usize> {
 }
 
 /// [`LockStore::renew_lock`] on the default store.
-pub fn renew_lock<'a>(
-    lock: impl Into<LockRef<'a>>,
-    expires: Option<Duration>,
-    add_time: bool,
-    create: bool,
-) -> Result<Lock> {
-    default_store()?.renew_lock(lock, expires, add_time, create)
+pub fn renew_lock<'a>(lock: impl Into<LockRef<'a>>, options: RenewOptions) -> Result<Lock> {
+    default_store()?.renew_lock(lock, options)
 }
 
 /// [`LockStore::set_lock`] on the default store.
-pub fn set_lock<I, S>(
-    names: I,
-    timeout: Option<Duration>,
-    fail: bool,
-    renew: bool,
-    create: bool,
-) -> Result<SetLockReport>
+pub fn set_lock<I, S>(names: I, options: SetLockOptions) -> Result<SetLockReport>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    default_store()?.set_lock(names, timeout, fail, renew, create)
+    default_store()?.set_lock(names, options)
 }
 
 /// [`LockStore::lock_mgr`] on the default store.

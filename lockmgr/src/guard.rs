@@ -7,10 +7,8 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::keepalive::{KeepAlive, LostSignal};
 use crate::model::Lock;
+use crate::options::RenewOptions;
 use crate::store::{locked_error, LockStore};
-
-/// The default of [`LockGuard::renew`]: 120 seconds more, as django-lockmgr.
-pub const DEFAULT_RENEW: Duration = Duration::from_secs(120);
 
 /// Holds a main lock, and any extra locks taken with [`lock`](LockGuard::lock), until it
 /// is dropped or [`unlock`](LockGuard::unlock)ed.
@@ -140,24 +138,20 @@ impl LockGuard {
         Ok(self.extra.last().expect("just pushed"))
     }
 
-    /// Add [`DEFAULT_RENEW`] (120 s) to the main lock; re-take it if it has expired and
-    /// is gone. Fails with [`Error::Locked`] if someone else took it meanwhile.
+    /// Add [`DEFAULT_RENEW`](crate::DEFAULT_RENEW) (120 s) to the main lock; re-take it
+    /// if it has expired and is gone ([`RenewOptions::default`]). Fails with
+    /// [`Error::Locked`] if someone else took it meanwhile.
     pub fn renew(&mut self) -> Result<&Lock> {
-        self.renew_with(Some(DEFAULT_RENEW), true, true)
+        self.renew_with(RenewOptions::default())
     }
 
     /// Renew the main lock as [`LockStore::renew_lock`] does (owner-checked); with
-    /// `create`, a main lock that is gone is taken anew (a new fence).
-    pub fn renew_with(
-        &mut self,
-        expires: Option<Duration>,
-        add_time: bool,
-        create: bool,
-    ) -> Result<&Lock> {
+    /// [`RenewOptions::create`], a main lock that is gone is taken anew (a new fence).
+    pub fn renew_with(&mut self, options: RenewOptions) -> Result<&Lock> {
         if self.released {
             return Err(self.released_error());
         }
-        match self.store.renew_lock(&self.main, expires, add_time, create) {
+        match self.store.renew_lock(&self.main, options) {
             Ok(lock) => self.main = lock,
             Err(err @ (Error::Locked { .. } | Error::LockNotFound { .. })) => {
                 events::lost(&self.main, "a renewal found it gone or taken over");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
+use crate::options::RenewOptions;
 use crate::store::LockStore;
 
 /// Says whether a guard's lock was lost while keep-alive renewed it: it was found gone
@@ -165,7 +166,7 @@ fn renew_until_stopped(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let current = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match store.renew_lock(&current, Some(expires), false, false) {
+        match store.renew_lock(&current, RenewOptions::new(Some(expires))) {
             // renew_lock logs the renewal ("lockmgr: renewed").
             Ok(renewed) => *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
             Err(Error::LockNotFound { .. }) => {

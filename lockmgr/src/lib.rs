@@ -144,6 +144,7 @@ mod macro_support;
 mod migrate;
 mod model;
 mod name;
+mod options;
 mod registry;
 mod set_lock;
 mod store;
@@ -159,11 +160,12 @@ pub use global::{
     clean_locks, default_store, get_lock, is_locked, list_locks, lock_mgr, renew_lock, reset_locks,
     set_default_store, set_lock, unlock,
 };
-pub use guard::{LockGuard, DEFAULT_RENEW};
+pub use guard::LockGuard;
 pub use keepalive::{LostFuture, LostSignal};
 pub use lockmgr_macros::locked;
 pub use model::Lock;
 pub use name::{validate_name, MAX_NAME_BYTES};
+pub use options::{RenewOptions, SetLockOptions, DEFAULT_RENEW};
 pub use registry::{declared_lock_for, declared_locks, DeclaredLock};
 pub use set_lock::{SetLockAction, SetLockReport, SetLockStatus};
 pub use store::{absolute_sqlite_path, url_from_env, LockRef, LockStore, LockStoreBuilder};

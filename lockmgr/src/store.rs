@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
+use crate::options::{RenewOptions, SetLockOptions};
 use crate::set_lock::{SetLockAction, SetLockReport, SetLockStatus};
 use crate::wakeup::{Ticket, WakeBoard};
 
@@ -488,34 +489,30 @@ impl LockStore {
         Ok(deleted)
     }
 
-    /// Extend a lock, as django-lockmgr's `renew_lock`:
+    /// Extend a lock, as django-lockmgr's `renew_lock`; [`RenewOptions`] says how
+    /// (to now + expires, or added; re-taken if gone, or not).
     ///
-    /// - `add_time`: add `expires` to the current expiry (counted from now if that has
-    ///   already passed); otherwise set the expiry to now + `expires`, but never
-    ///   shorten it.
-    /// - `expires` `None` (or zero) makes the lock never expire; a lock that never
-    ///   expires stays so.
-    /// - By [`Lock`], only that acquisition's row is renewed; by name, whoever holds it.
-    /// - When there is nothing to renew: with `create`, the lock is taken anew
-    ///   ([`get_lock`](LockStore::get_lock), which fails with [`Error::Locked`] if
-    ///   someone else holds it); without, [`Error::LockNotFound`].
+    /// By [`Lock`], only that acquisition's row is renewed; by name, whoever holds it.
+    /// When there is nothing to renew and the options do not
+    /// [create](RenewOptions::create): [`Error::LockNotFound`].
     ///
     /// ```
     /// use std::time::Duration;
+    /// use lockmgr::RenewOptions;
     /// # fn main() -> lockmgr::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
     /// let lock = store.get_lock("sync", Some(Duration::from_secs(20)))?;
-    /// let lock = store.renew_lock(&lock, Some(Duration::from_secs(60)), false, false)?;
+    /// let lock = store.renew_lock(&lock, RenewOptions::new(Some(Duration::from_secs(60))))?;
     /// assert!(lock.expires_seconds().unwrap() >= 50);
+    /// let lock = store.renew_lock(&lock, RenewOptions::new(Some(Duration::from_secs(60))).add_time())?;
+    /// assert!(lock.expires_seconds().unwrap() >= 110);
     /// # Ok(()) }
     /// ```
     pub fn renew_lock<'a>(
         &self,
         lock: impl Into<LockRef<'a>>,
-        expires: Option<Duration>,
-        add_time: bool,
-        create: bool,
+        options: RenewOptions,
     ) -> Result<Lock> {
         let target = lock.into();
         let name = target.name();
@@ -523,8 +520,8 @@ impl LockStore {
         let request = RenewRequest {
             name,
             owner: target.owner(),
-            expires_us: expiry_micros(expires),
-            add_time,
+            expires_us: expiry_micros(options.expires()),
+            add_time: options.adds_time(),
         };
         let renewed = self.with_conn(|conn| Ok(conn.renew(&request)?));
         match events::failed("renew", name, renewed)? {
@@ -533,7 +530,7 @@ impl LockStore {
                 events::renewed(&lock);
                 Ok(lock)
             }
-            None if create => self.get_lock(name, expires),
+            None if options.creates() => self.get_lock(name, options.expires()),
             None => Err(Error::LockNotFound {
                 name: name.to_string(),
             }),
@@ -541,36 +538,26 @@ impl LockStore {
     }
 
     /// Create or renew many locks in one transaction, as django-lockmgr's `set_lock`
-    /// command.
-    ///
-    /// For each name (duplicates count once): a free (or expired) name is locked when
-    /// `create` is true, else skipped; a held name is renewed to now + `timeout` (never
-    /// shortened) when `renew` is true, else skipped. `timeout` `None` means never
-    /// expires. With `fail`, the first held name aborts the call: nothing it did is
-    /// kept, and the error is [`Error::LockFail`] naming that lock.
+    /// command; [`SetLockOptions`] says what happens to free and held names, and
+    /// whether a held one aborts the call (all or nothing, [`Error::LockFail`] naming
+    /// it). Duplicate names count once.
     ///
     /// ```
     /// use std::time::Duration;
+    /// use lockmgr::SetLockOptions;
     /// # fn main() -> lockmgr::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
     /// store.get_lock("b", None)?;
-    /// let report = store.set_lock(["a", "b"], Some(Duration::from_secs(60)), false, true, true)?;
+    /// let report = store.set_lock(["a", "b"], SetLockOptions::new(Some(Duration::from_secs(60))))?;
     /// assert_eq!((report.created, report.renewed), (1, 1));
     ///
-    /// let err = store.set_lock(["c", "b"], None, true, true, true).unwrap_err();
+    /// let err = store.set_lock(["c", "b"], SetLockOptions::new(None).fail()).unwrap_err();
     /// assert!(matches!(err, lockmgr::Error::LockFail { ref name, .. } if name == "b"));
     /// assert!(!store.is_locked("c")?); // nothing of the failed call was kept
     /// # Ok(()) }
     /// ```
-    pub fn set_lock<I, S>(
-        &self,
-        names: I,
-        timeout: Option<Duration>,
-        fail: bool,
-        renew: bool,
-        create: bool,
-    ) -> Result<SetLockReport>
+    pub fn set_lock<I, S>(&self, names: I, options: SetLockOptions) -> Result<SetLockReport>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -587,7 +574,7 @@ impl LockStore {
         let mut order: Vec<usize> = (0..unique.len()).collect();
         order.sort_by(|&a, &b| unique[a].cmp(&unique[b]));
 
-        let expires_us = expiry_micros(timeout);
+        let expires_us = expiry_micros(options.timeout());
         let locked_by = self.inner.locked_by.as_str();
         let pid = Some(i64::from(std::process::id()));
         let mut statuses: Vec<Option<SetLockStatus>> = Vec::new();
@@ -596,8 +583,7 @@ impl LockStore {
                 statuses = (0..unique.len()).map(|_| None).collect();
                 for &index in &order {
                     let name = unique[index].as_str();
-                    let status =
-                        set_one(conn, name, locked_by, pid, expires_us, fail, renew, create)?;
+                    let status = set_one(conn, name, locked_by, pid, expires_us, &options)?;
                     statuses[index] = Some(status);
                 }
                 Ok(())
@@ -735,17 +721,15 @@ pub(crate) fn locked_error(holder: &Lock) -> Error {
 }
 
 /// One name of a `set_lock` call, inside its transaction.
-#[allow(clippy::too_many_arguments)]
 fn set_one(
     conn: &mut dyn LockConn,
     name: &str,
     locked_by: &str,
     lock_process: Option<i64>,
     expires_us: Option<i64>,
-    fail: bool,
-    renew: bool,
-    create: bool,
+    options: &SetLockOptions,
 ) -> Result<SetLockStatus> {
+    let (fail, renew, create) = (options.fails(), options.renews(), options.creates());
     let owner = new_owner_token();
     let now = Instant::now();
     loop {
