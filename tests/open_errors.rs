@@ -88,7 +88,14 @@ fn read_only_sqlite_database_is_a_clear_error() {
     let err = store
         .get_lock("x", None)
         .expect_err("writing to a read-only database");
-    assert!(matches!(err, Error::Database(_)), "{err:?}");
+    let Error::Database(database) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(database.message().contains("readonly"), "{database:?}");
+    // The driver's own error is there for whoever wants it, without being a type of
+    // lockmgr's API.
+    let driver = std::error::Error::source(database).expect("the driver's error");
+    assert!(driver.to_string().contains("readonly"), "{driver}");
     assert!(err.to_string().contains("readonly"), "{err}");
     // Reading still works, and nothing was lost.
     let names: Vec<_> = store

@@ -214,7 +214,7 @@ where
         .get()
         .map_err(|e| connection_error(url, &e.to_string()))?;
     let result = f(&mut conn.conn);
-    if let Err(Error::Database(err)) = &result {
+    if let Some(err) = result.as_ref().err().and_then(Error::driver) {
         if link_is_gone(err) {
             conn.broken = true;
         }

@@ -1,5 +1,7 @@
 //! The one error type of the crate.
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 
 /// A `Result` whose error is [`enum@Error`].
@@ -86,9 +88,89 @@ pub enum Error {
         message: String,
     },
 
-    /// A statement failed in the database.
+    /// A statement failed in the database (or its connection did), or a write could
+    /// not be committed (a full disk, say).
     #[error("database error: {0}")]
-    Database(#[source] diesel::result::Error),
+    Database(#[source] DatabaseError),
+}
+
+/// What the database or its driver said about a failed statement: one line of text,
+/// with the driver's own error as [`source`](std::error::Error::source). Opaque on
+/// purpose: which driver lockmgr uses is not part of its API.
+pub struct DatabaseError {
+    message: String,
+    source: diesel::result::Error,
+}
+
+impl DatabaseError {
+    /// The database's or driver's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The driver's error, for lockmgr's own decisions (retry, broken link).
+    pub(crate) fn driver(&self) -> &diesel::result::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DatabaseError").field(&self.message).finish()
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Turn a driver's result into lockmgr's: `.db()` where `?` would need a public
+/// `From<diesel::result::Error>` (which would make diesel part of the API).
+pub(crate) trait DbResult<T> {
+    /// The value, or the driver's error as [`Error::Database`].
+    fn db(self) -> Result<T>;
+}
+
+impl<T> DbResult<T> for diesel::QueryResult<T> {
+    fn db(self) -> Result<T> {
+        self.map_err(Error::from_driver)
+    }
+}
+
+/// An error inside a diesel transaction: the driver's (which makes diesel roll back
+/// and is what its `transaction` needs to convert from) or lockmgr's own.
+pub(crate) enum InTransaction {
+    Driver(diesel::result::Error),
+    Lock(Error),
+}
+
+impl From<diesel::result::Error> for InTransaction {
+    fn from(err: diesel::result::Error) -> Self {
+        InTransaction::Driver(err)
+    }
+}
+
+impl From<Error> for InTransaction {
+    fn from(err: Error) -> Self {
+        InTransaction::Lock(err)
+    }
+}
+
+impl From<InTransaction> for Error {
+    fn from(err: InTransaction) -> Self {
+        match err {
+            InTransaction::Driver(err) => Error::from_driver(err),
+            InTransaction::Lock(err) => err,
+        }
+    }
 }
 
 impl Error {
@@ -118,9 +200,21 @@ impl Error {
     }
 }
 
-impl From<diesel::result::Error> for Error {
-    fn from(err: diesel::result::Error) -> Self {
-        Error::Database(err)
+impl Error {
+    /// A driver's error as [`Error::Database`].
+    pub(crate) fn from_driver(err: diesel::result::Error) -> Self {
+        Error::Database(DatabaseError {
+            message: err.to_string(),
+            source: err,
+        })
+    }
+
+    /// The driver's error behind an [`Error::Database`].
+    pub(crate) fn driver(&self) -> Option<&diesel::result::Error> {
+        match self {
+            Error::Database(err) => Some(err.driver()),
+            _ => None,
+        }
     }
 }
 

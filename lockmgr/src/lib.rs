@@ -155,7 +155,7 @@ pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };
-pub use error::{Error, Result};
+pub use error::{DatabaseError, Error, Result};
 pub use global::{
     clean_locks, default_store, get_lock, is_locked, list_locks, lock_mgr, renew_lock, reset_locks,
     set_default_store, set_lock, unlock,

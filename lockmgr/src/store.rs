@@ -10,7 +10,7 @@ use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };
 use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
-use crate::error::{Error, Result};
+use crate::error::{DbResult, Error, Result};
 use crate::events;
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
@@ -395,7 +395,7 @@ impl LockStore {
         let released = events::failed(
             "release",
             request.name,
-            self.with_conn(|conn| Ok(conn.release(request)?)),
+            self.with_conn(|conn| conn.release(request).db()),
         )?;
         // Log before waking: a woken waiter's "acquired" must come after this release.
         events::released(request.name, lock, released);
@@ -408,7 +408,7 @@ impl LockStore {
     /// Release `name` only if its lock has expired (a stale row); whether a row went away.
     pub fn unlock_if_expired(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
-        let released = self.with_conn(|conn| Ok(conn.release_if_expired(name)?))?;
+        let released = self.with_conn(|conn| conn.release_if_expired(name).db())?;
         events::released(name, None, released);
         if released {
             self.inner.board.wake(name);
@@ -432,7 +432,7 @@ impl LockStore {
                         owner: Some(&lock.owner),
                         min_hold_us: None,
                     };
-                    if conn.release(&request)? {
+                    if conn.release(&request).db()? {
                         released.push(lock.name.as_str());
                     }
                 }
@@ -449,13 +449,13 @@ impl LockStore {
     /// Whether `name` is held (by anyone) and has not expired.
     pub fn is_locked(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
-        self.with_conn(|conn| Ok(conn.is_locked(name)?))
+        self.with_conn(|conn| conn.is_locked(name).db())
     }
 
     /// The lock `name` if it is held and has not expired.
     pub fn find_lock(&self, name: &str) -> Result<Option<Lock>> {
         validate_name(name)?;
-        let row = self.with_conn(|conn| Ok(conn.find(name, false)?))?;
+        let row = self.with_conn(|conn| conn.find(name, false).db())?;
         Ok(row
             .filter(|row| !row_expired(row))
             .map(|row| Lock::from_row(row, Instant::now())))
@@ -463,7 +463,7 @@ impl LockStore {
 
     /// Every live (unexpired) lock, by name.
     pub fn list_locks(&self) -> Result<Vec<Lock>> {
-        let rows = self.with_conn(|conn| Ok(conn.list_live()?))?;
+        let rows = self.with_conn(|conn| conn.list_live().db())?;
         let now = Instant::now();
         Ok(rows
             .into_iter()
@@ -473,7 +473,7 @@ impl LockStore {
 
     /// Delete every expired lock; how many went. Locks that never expire stay.
     pub fn clean_locks(&self) -> Result<usize> {
-        let cleaned = self.with_conn(|conn| Ok(conn.clean_expired()?))?;
+        let cleaned = self.with_conn(|conn| conn.clean_expired().db())?;
         if cleaned > 0 {
             self.inner.board.wake_all();
         }
@@ -482,7 +482,7 @@ impl LockStore {
 
     /// Delete every lock, live or not; how many went.
     pub fn reset_locks(&self) -> Result<usize> {
-        let deleted = self.with_conn(|conn| Ok(conn.delete_all()?))?;
+        let deleted = self.with_conn(|conn| conn.delete_all().db())?;
         if deleted > 0 {
             self.inner.board.wake_all();
         }
@@ -523,7 +523,7 @@ impl LockStore {
             expires_us: expiry_micros(options.expires()),
             add_time: options.adds_time(),
         };
-        let renewed = self.with_conn(|conn| Ok(conn.renew(&request)?));
+        let renewed = self.with_conn(|conn| conn.renew(&request).db());
         match events::failed("renew", name, renewed)? {
             Some(row) => {
                 let lock = Lock::from_row(row, Instant::now());
@@ -626,10 +626,10 @@ impl LockStore {
             // holder is read only on that losing path. If the holder is gone (or has
             // expired) by the time it is read, try again.
             for _ in 0..16 {
-                if let Some(row) = conn.acquire(&request)? {
+                if let Some(row) = conn.acquire(&request).db()? {
                     return Ok(Ok(row));
                 }
-                if let Some(row) = conn.find(spec.name, spec.waiting)? {
+                if let Some(row) = conn.find(spec.name, spec.waiting).db()? {
                     if !row_expired(&row) {
                         return Ok(Err(row));
                     }
@@ -741,7 +741,7 @@ fn set_one(
                 lock_process,
                 expires_us,
             };
-            if let Some(row) = conn.acquire(&request)? {
+            if let Some(row) = conn.acquire(&request).db()? {
                 return Ok(SetLockStatus::new(
                     name,
                     false,
@@ -750,7 +750,7 @@ fn set_one(
                 ));
             }
         }
-        let existing = conn.find(name, false)?.filter(|row| !row_expired(row));
+        let existing = conn.find(name, false).db()?.filter(|row| !row_expired(row));
         let Some(existing) = existing else {
             if create {
                 continue; // the holder let go between the two statements: take it
@@ -779,7 +779,7 @@ fn set_one(
             expires_us,
             add_time: false,
         };
-        if let Some(row) = conn.renew(&request)? {
+        if let Some(row) = conn.renew(&request).db()? {
             return Ok(SetLockStatus::new(
                 name,
                 true,

@@ -25,7 +25,7 @@ use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
 use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
-use crate::error::{Error, Result};
+use crate::error::{Error, InTransaction, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
 
@@ -80,7 +80,7 @@ fn is_deadlock(err: &DieselError) -> bool {
 
 /// Whether `err` (from a transaction body) is a deadlock the server rolled back.
 fn is_deadlock_error(err: &Error) -> bool {
-    matches!(err, Error::Database(e) if is_deadlock(e))
+    err.driver().is_some_and(is_deadlock)
 }
 
 fn inside_transaction(conn: &mut MysqlConnection) -> bool {
@@ -287,7 +287,10 @@ impl LockConn for MysqlConnection {
         // orders can deadlock; a lone statement retries itself in `write`.)
         let mut attempt = 0;
         loop {
-            match self.transaction(|conn| body(conn)) {
+            let outcome = self
+                .transaction::<_, InTransaction, _>(|conn| Ok(body(conn)?))
+                .map_err(Error::from);
+            match outcome {
                 Err(e) if is_deadlock_error(&e) && attempt < DEADLOCK_RETRIES => {
                     attempt += 1;
                     deadlock_pause(attempt);

@@ -9,7 +9,7 @@ use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
 use super::{AcquireRequest, Flag, LockConn, ReleaseRequest, RenewRequest};
-use crate::error::Result;
+use crate::error::{Error, InTransaction, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
 
@@ -218,7 +218,8 @@ impl LockConn for PgConnection {
         &mut self,
         body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
     ) -> Result<()> {
-        self.transaction(|conn| body(conn))
+        self.transaction::<_, InTransaction, _>(|conn| Ok(body(conn)?))
+            .map_err(Error::from)
     }
 
     fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {

@@ -10,7 +10,7 @@ use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Stmt;
 use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
-use crate::error::Result;
+use crate::error::{Error, InTransaction, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
 
@@ -176,7 +176,8 @@ impl LockConn for SqliteConnection {
         &mut self,
         body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
     ) -> Result<()> {
-        self.immediate_transaction(|conn| body(conn))
+        self.immediate_transaction::<_, InTransaction, _>(|conn| Ok(body(conn)?))
+            .map_err(Error::from)
     }
 
     fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {
