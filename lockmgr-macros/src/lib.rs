@@ -233,8 +233,8 @@ mod valid;
 /// `wait`, it runs on any executor. Waiting sleeps asynchronously and never blocks the
 /// executor's thread between attempts: with lockmgr's `tokio` feature inside a tokio
 /// runtime, with `tokio::time::sleep`, the database calls going to tokio's blocking
-/// pool; otherwise with a timer future woken by a lockmgr helper thread, each attempt's
-/// single statement running on the polling thread. See `lockmgr::LockMgr::acquire_async`.
+/// pool; otherwise with a `futures-timer` delay, the database calls going to the
+/// `blocking` crate's pool. See `lockmgr::LockMgr::acquire_async`.
 /// The release is the guard's drop, as in sync code: one short blocking statement on
 /// the thread that finishes (or drops) the future. The future is `Send` whenever the
 /// body's is, so it can be spawned.

@@ -170,9 +170,9 @@ impl LockMgr {
     ///   `tokio::time::sleep` (the runtime needs its timer, as `#[tokio::main]` enables)
     ///   and each attempt's database call runs on tokio's blocking pool
     ///   (`spawn_blocking`).
-    /// - Otherwise, on any executor: it sleeps on a timer future woken by one lockmgr
-    ///   helper thread, and each attempt's database call (one short statement) runs on
-    ///   the polling thread. Without a `wait` there is a single attempt and no sleep.
+    /// - Otherwise, on any executor: it sleeps on a `futures-timer` delay, and each
+    ///   attempt's database call runs on the `blocking` crate's thread pool. Without a
+    ///   `wait` there is a single attempt and no sleep.
     ///
     /// Dropping the future before it completes takes nothing: a lock acquired by an
     /// attempt still running on the blocking pool is released as soon as that attempt
@@ -202,7 +202,7 @@ impl LockMgr {
         let this = Arc::new(self);
         loop {
             let attempt = Arc::clone(&this);
-            match async_support::run_blocking(move || attempt.try_acquire()).await? {
+            match async_support::run_blocking(move || attempt.try_acquire()).await?? {
                 Ok(guard) => {
                     retry.acquired(guard.main_lock());
                     return Ok(guard);

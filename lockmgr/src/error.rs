@@ -88,6 +88,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The async runtime or the operating system could not do what lockmgr needed: a
+    /// tokio runtime shutting down during an acquisition, no random numbers for an
+    /// owner token.
+    #[error("{message}")]
+    Runtime {
+        /// What failed.
+        message: String,
+    },
+
     /// A statement failed in the database (or its connection did), or a write could
     /// not be committed (a full disk, say).
     #[error("database error: {0}")]

@@ -135,7 +135,7 @@ impl LockGuard {
         };
         events::acquired(&lock, 1, Duration::ZERO);
         self.extra.push(lock);
-        Ok(self.extra.last().expect("just pushed"))
+        Ok(&self.extra[self.extra.len() - 1])
     }
 
     /// Add [`DEFAULT_RENEW`](crate::DEFAULT_RENEW) (120 s) to the main lock; re-take it

@@ -99,8 +99,9 @@
 //!
 //! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
 //!   with `wait`) sleeps with tokio's timer and runs its database calls on tokio's
-//!   blocking pool. Without it, async waits still never block the executor thread
-//!   (a small timer thread wakes them) and work on any executor.
+//!   blocking pool. Without it, async acquisition still never blocks the executor's
+//!   thread (a `futures-timer` delay, the `blocking` crate's pool) and works on any
+//!   executor.
 //!
 //! ## Guarantees
 //!
@@ -129,6 +130,10 @@
 //! `tracing_subscriber::fmt().with_env_filter("lockmgr=debug").init()`.
 
 #![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::expect_used, clippy::unwrap_used, clippy::panic)
+)]
 
 mod async_support;
 mod builder;

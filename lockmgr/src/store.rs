@@ -236,10 +236,12 @@ pub(crate) fn default_locked_by() -> String {
 }
 
 /// A fresh random owner token for one acquisition.
-fn new_owner_token() -> String {
+fn new_owner_token() -> Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes).map_err(|err| Error::Runtime {
+        message: format!("no random numbers for an owner token: {err}"),
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Who takes a lock and for how long; see [`LockStore::acquire_once`].
@@ -613,7 +615,7 @@ impl LockStore {
         spec: &AcquireSpec<'_>,
     ) -> Result<std::result::Result<Lock, Lock>> {
         validate_name(spec.name)?;
-        let owner = new_owner_token();
+        let owner = new_owner_token()?;
         let request = AcquireRequest {
             name: spec.name,
             owner: &owner,
@@ -730,7 +732,7 @@ fn set_one(
     options: &SetLockOptions,
 ) -> Result<SetLockStatus> {
     let (fail, renew, create) = (options.fails(), options.renews(), options.creates());
-    let owner = new_owner_token();
+    let owner = new_owner_token()?;
     let now = Instant::now();
     loop {
         if create {

@@ -289,7 +289,9 @@ fn pg_listen(board: Weak<WakeBoard>, url: &str) {
                 }
             }
         }
-        let c = conn.as_mut().expect("connected above");
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
         let mut lost = false;
         for note in c.notifications_iter() {
             match note {
