@@ -18,11 +18,11 @@
 //! lands first wins.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
+
+use event_listener::{Event, Listener};
 
 /// The `LISTEN`/`NOTIFY` channel of lockmgr releases on PostgreSQL.
 pub(crate) const CHANNEL: &str = "lockmgr_release";
@@ -33,28 +33,42 @@ const LISTEN_POLL: Duration = Duration::from_millis(2);
 /// The listener closes its connection after this long without waiters.
 const IDLE_DISCONNECT: Duration = Duration::from_secs(30);
 
-/// The wake-ups of one database in this process.
+/// The wake-ups of one database in this process: one [`Event`] per lock name that
+/// someone waits for, so a release wakes only that name's waiters.
 #[derive(Default)]
 pub(crate) struct WakeBoard {
     state: Mutex<BoardState>,
-    changed: Condvar,
+    /// Notified when the first ticket of a quiet spell is taken (the listener starts
+    /// listening then).
+    waiters_arrived: Event,
+    /// How many times a blocked [`Ticket::wait`] of this board was woken.
+    #[cfg(test)]
+    wake_ups: AtomicU64,
 }
 
 #[derive(Default)]
 struct BoardState {
-    /// Names someone waits for: release generation, number of tickets, async wakers.
-    names: HashMap<String, Entry>,
-    /// Tickets out, over all names (the listener only polls while this is not zero).
+    /// Names someone waits for, with the number of tickets out for each.
+    names: HashMap<String, (Arc<NameEvent>, usize)>,
+    /// Tickets out, over all names (the listener only listens while this is not zero).
     waiting: usize,
     /// A PostgreSQL listener thread runs for this board.
     listening: bool,
 }
 
+/// The releases of one name: a generation that each release moves on, and the event
+/// that wakes its waiters.
 #[derive(Default)]
-struct Entry {
-    generation: u64,
-    tickets: usize,
-    wakers: Vec<Waker>,
+struct NameEvent {
+    generation: AtomicU64,
+    released: Event,
+}
+
+impl NameEvent {
+    fn release(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.released.notify(usize::MAX);
+    }
 }
 
 impl WakeBoard {
@@ -75,42 +89,42 @@ impl WakeBoard {
     pub(crate) fn ticket(self: &Arc<Self>, name: &str) -> Ticket {
         let mut state = lock(&self.state);
         state.waiting += 1;
-        let entry = state.names.entry(name.to_string()).or_default();
-        entry.tickets += 1;
-        let generation = entry.generation;
+        let first = state.waiting == 1;
+        let (event, tickets) = state.names.entry(name.to_string()).or_default();
+        *tickets += 1;
+        let event = Arc::clone(event);
         drop(state);
-        self.changed.notify_all(); // a sleeping listener starts polling
+        if first {
+            self.waiters_arrived.notify(usize::MAX); // a sleeping listener starts
+        }
+        let generation = event.generation.load(Ordering::SeqCst);
         Ticket {
             board: Arc::clone(self),
             name: name.to_string(),
+            event,
             generation,
         }
     }
 
-    /// `name` was released: wake everyone waiting for it.
+    /// `name` was released: wake everyone waiting for it (and only them).
     pub(crate) fn wake(&self, name: &str) {
-        let mut state = lock(&self.state);
-        let Some(entry) = state.names.get_mut(name) else {
-            return; // nobody waits for it
-        };
-        entry.generation += 1;
-        let wakers = std::mem::take(&mut entry.wakers);
-        drop(state);
-        self.changed.notify_all();
-        wakers.into_iter().for_each(Waker::wake);
+        let event = lock(&self.state)
+            .names
+            .get(name)
+            .map(|(event, _)| Arc::clone(event));
+        if let Some(event) = event {
+            event.release();
+        }
     }
 
     /// Many locks may have gone at once (clean, reset): wake every waiter.
     pub(crate) fn wake_all(&self) {
-        let mut state = lock(&self.state);
-        let mut wakers = Vec::new();
-        for entry in state.names.values_mut() {
-            entry.generation += 1;
-            wakers.append(&mut entry.wakers);
-        }
-        drop(state);
-        self.changed.notify_all();
-        wakers.into_iter().for_each(Waker::wake);
+        let events: Vec<Arc<NameEvent>> = lock(&self.state)
+            .names
+            .values()
+            .map(|(event, _)| Arc::clone(event))
+            .collect();
+        events.iter().for_each(|event| event.release());
     }
 
     /// Whether someone in this process waits for any lock of this database.
@@ -120,9 +134,9 @@ impl WakeBoard {
 
     /// Block the listener thread until someone waits (or `timeout` passes).
     fn idle_until_waiters(&self, timeout: Duration) {
-        let state = lock(&self.state);
-        if state.waiting == 0 {
-            let _unused = self.changed.wait_timeout(state, timeout);
+        let listener = self.waiters_arrived.listen();
+        if !self.has_waiters() {
+            let _ = listener.wait_timeout(timeout);
         }
     }
 
@@ -146,77 +160,53 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Ticket {
     board: Arc<WakeBoard>,
     name: String,
+    event: Arc<NameEvent>,
     generation: u64,
 }
 
 impl Ticket {
     /// Whether the name was released since the ticket was taken (or last renewed).
-    fn has_released(&self, state: &BoardState) -> bool {
-        state
-            .names
-            .get(&self.name)
-            .is_some_and(|e| e.generation != self.generation)
+    fn has_released(&self) -> bool {
+        self.event.generation.load(Ordering::SeqCst) != self.generation
     }
 
     /// Start over: only releases from now on count.
     pub(crate) fn renew(&mut self) {
-        let state = lock(&self.board.state);
-        if let Some(entry) = state.names.get(&self.name) {
-            self.generation = entry.generation;
-        }
+        self.generation = self.event.generation.load(Ordering::SeqCst);
     }
 
     /// Sleep until the name is released or `timeout` passes; whether it was released.
     pub(crate) fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut state = lock(&self.board.state);
         loop {
-            if self.has_released(&state) {
+            if self.has_released() {
                 return true;
             }
-            let Some(left) = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())
-            else {
-                return false;
-            };
-            state = self
-                .board
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
-impl Ticket {
-    /// A future that completes when the name is released (the caller races it with a
-    /// timer).
-    pub(crate) fn released(&self) -> Released<'_> {
-        Released { ticket: self }
-    }
-}
-
-/// Completes when the ticket's name is released; see [`Ticket::released`].
-pub(crate) struct Released<'a> {
-    ticket: &'a Ticket,
-}
-
-impl Future for Released<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = lock(&self.ticket.board.state);
-        if self.ticket.has_released(&state) {
-            return Poll::Ready(());
-        }
-        if let Some(entry) = state.names.get_mut(&self.ticket.name) {
-            if !entry.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                entry.wakers.push(cx.waker().clone());
+            // Listen first, then look again: a release between the two is not missed.
+            let listener = self.event.released.listen();
+            if self.has_released() {
+                return true;
             }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.has_released();
+            }
+            #[cfg(test)]
+            self.board.wake_ups.fetch_add(1, Ordering::SeqCst);
         }
-        Poll::Pending
+    }
+
+    /// Completes when the name is released (the caller races it with a timer).
+    pub(crate) async fn released(&self) {
+        loop {
+            if self.has_released() {
+                return;
+            }
+            let listener = self.event.released.listen();
+            if self.has_released() {
+                return;
+            }
+            listener.await;
+        }
     }
 }
 
@@ -224,9 +214,9 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut state = lock(&self.board.state);
         state.waiting -= 1;
-        if let Some(entry) = state.names.get_mut(&self.name) {
-            entry.tickets -= 1;
-            if entry.tickets == 0 {
+        if let Some((_, tickets)) = state.names.get_mut(&self.name) {
+            *tickets -= 1;
+            if *tickets == 0 {
                 state.names.remove(&self.name);
             }
         }
@@ -349,5 +339,51 @@ mod tests {
         drop(ticket);
         assert!(lock(&a.state).names.is_empty());
         assert_eq!(lock(&a.state).waiting, 0);
+    }
+
+    /// 100 waiters on 100 names: releasing one name wakes its waiter and nobody else.
+    #[test]
+    fn a_release_wakes_only_the_waiters_of_its_name() {
+        let board = WakeBoard::for_database("test:per-name");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let waiters: Vec<_> = (0..100)
+            .map(|i| {
+                let board = Arc::clone(&board);
+                let ready = ready_tx.clone();
+                std::thread::spawn(move || {
+                    let ticket = board.ticket(&format!("name:{i}"));
+                    ready.send(()).unwrap();
+                    ticket.wait(Duration::from_secs(if i == 0 { 30 } else { 3 }))
+                })
+            })
+            .collect();
+        for _ in 0..100 {
+            ready_rx.recv().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100)); // all are blocked now
+        let before = board.wake_ups.load(Ordering::SeqCst);
+        board.wake("name:0");
+        let mut waiters = waiters.into_iter();
+        assert!(
+            waiters.next().unwrap().join().unwrap(),
+            "its own waiter woke"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let woken = board.wake_ups.load(Ordering::SeqCst) - before;
+        assert_eq!(woken, 1, "others woke too");
+        assert!(waiters.all(|w| !w.join().unwrap()), "others saw a release");
+    }
+
+    #[test]
+    fn released_future_completes_on_release() {
+        let board = WakeBoard::for_database("test:future");
+        let ticket = board.ticket("f");
+        let waker = Arc::clone(&board);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            waker.wake("f");
+        });
+        crate::async_support::block_on(ticket.released());
+        thread.join().unwrap();
     }
 }
