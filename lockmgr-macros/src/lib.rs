@@ -14,6 +14,7 @@ use quote::ToTokens;
 use syn::ItemFn;
 
 mod attr;
+mod duration;
 mod errors;
 mod expand;
 mod template;
