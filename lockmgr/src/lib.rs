@@ -38,8 +38,12 @@
 //! ```
 //!
 //! When the lock is held elsewhere, the call returns `Err(E::from(Error::Locked { .. }))`
-//! without running the body. The attribute also takes `store`, `guard`, `keepalive`
-//! and `min_hold`; see [`locked`].
+//! without running the body (or, with `on_locked = "skip"`, `Ok(())` / `Ok(None)`).
+//! The attribute also takes `store`, `guard`, `keepalive`, `min_hold` and `once_per`
+//! (one run per tick across replicas, for cron jobs); see [`locked`]. A `#[locked]`
+//! job's lock is a 60 s lease renewed while the body runs ([`DEFAULT_JOB_LEASE`]), so a
+//! crashed job is runnable again within a minute; `get_lock` and [`LockMgr`] default to
+//! 600 s ([`DEFAULT_EXPIRES`]) and renew only when asked.
 //!
 //! ## By hand
 //!
@@ -116,7 +120,8 @@
 //!   was taken by another can neither release nor renew the new holder's lock.
 //! - Every acquisition gets a fencing token ([`Lock::fence`]) larger than every
 //!   earlier one in the same store.
-//! - A crashed holder's lock frees itself when it expires.
+//! - A crashed holder's lock frees itself when it expires, and each store removes
+//!   expired rows on its own in the background ([`LockStoreBuilder::auto_clean`]).
 //!
 //! ## Logging
 //!
