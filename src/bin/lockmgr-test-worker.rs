@@ -21,6 +21,10 @@
 //!   `error K: …` for a call that failed (and then goes on). Run it under libfaketime
 //!   to shift its clock.
 //!
+//! - `hold --url URL`: call a `#[locked(name = "crash-test:job")]` function with the
+//!   defaults (a 60 s lease kept alive) whose body prints `holding` and then sleeps for
+//!   an hour, for a test to kill the process mid-run.
+//!
 //! Exit status: 0 when every call succeeded; 3 when an overlap was seen; 1 on any
 //! other error (usage, database, files), with a one-line message on stderr.
 
@@ -111,6 +115,14 @@ fn locked_counter(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
     for _ in 0..calls {
         bump(&store, key, &counter, &marker)?;
     }
+    Ok(())
+}
+
+/// A job with the attribute's defaults that runs until the process is killed.
+#[locked(name = "crash-test:job", store = store)]
+fn hold_forever(store: &LockStore) -> Result<(), WorkerError> {
+    println!("holding");
+    std::thread::sleep(Duration::from_secs(3600));
     Ok(())
 }
 
@@ -207,6 +219,7 @@ fn run(args: &[String]) -> Result<(), WorkerError> {
     match mode.as_str() {
         "locked-counter" => locked_counter(&flags),
         "cron-tick" => cron_tick(&flags),
+        "hold" => hold_forever(&LockStore::open(required(&flags, "url")?)?),
         other => Err(WorkerError::Usage(format!("unknown mode {other:?}"))),
     }
 }
