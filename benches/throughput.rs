@@ -113,6 +113,10 @@ fn main() {
     }
 
     macro_overhead(&targets, rounds, round);
+    auto_clean(&targets, rounds, round);
+    if args.iter().any(|a| a == "--quick") {
+        return; // the sections above only
+    }
 
     println!("\n## Cost growth with other live locks (one thread, distinct names)\n");
     println!("| backend | other live locks | cycles/s | clean_locks | list_locks |");
@@ -207,6 +211,58 @@ fn rate(duration: Duration, mut cycle: impl FnMut(usize)) -> f64 {
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Section: acquire + release with the store's background clean on (its default, every
+/// 30 s, and every 100 ms) and off, sides alternating round by round; every cycle
+/// leaves an expired row behind, so each clean has work to do.
+fn auto_clean(targets: &[(Backend, String)], rounds: usize, round: Duration) {
+    println!("\n## Auto-clean: acquire + release with the background clean off and on (median of {rounds} rounds)\n");
+    println!("| backend | off cycles/s | every 30 s | every 100 ms | ratio (100 ms / off) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (backend, url) in targets {
+        let open =
+            |every: Option<Duration>| LockStore::builder(url).auto_clean(every).open().unwrap();
+        let (off, default, busy) = (
+            open(None),
+            open(Some(lockmgr::DEFAULT_AUTO_CLEAN)),
+            open(Some(Duration::from_millis(100))),
+        );
+        let cycle = |store: &LockStore, tag: &str, r: usize| {
+            rate(round, |i| {
+                let lock = store
+                    .get_lock(
+                        &format!("bench:clean:{tag}:{r}:{i}"),
+                        Some(Duration::from_secs(60)),
+                    )
+                    .unwrap();
+                store.unlock(&lock).unwrap();
+                // One expired row per cycle, for the cleans to remove.
+                store
+                    .get_lock(
+                        &format!("bench:stale:{tag}:{r}:{i}"),
+                        Some(Duration::from_millis(1)),
+                    )
+                    .unwrap();
+            })
+        };
+        let (o, d) = paired_medians(
+            rounds,
+            |r| cycle(&off, "off", r),
+            |r| cycle(&default, "30s", r),
+        );
+        let (o2, b) = paired_medians(
+            rounds,
+            |r| cycle(&off, "off2", r),
+            |r| cycle(&busy, "100ms", r),
+        );
+        println!(
+            "| {backend} | {:.0} | {d:.0} | {b:.0} | {:.2}× |",
+            (o + o2) / 2.0,
+            b / o2
+        );
+        off.reset_locks().unwrap();
+    }
 }
 
 /// Run `a` and `b` once per round, alternating which goes first so that drift on a

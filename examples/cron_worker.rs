@@ -1,5 +1,5 @@
-//! A cron-style worker: two `#[locked]` jobs fired every second by a tokio interval,
-//! safe to run in many processes (or on many hosts) at once.
+//! A cron worker: two `#[locked]` async jobs fired by a real scheduler
+//! (`tokio-cron-scheduler`), safe to run in many processes (or on many hosts) at once.
 //!
 //! ```text
 //! cargo run --example cron_worker                # until Ctrl-C
@@ -7,67 +7,55 @@
 //! ```
 //!
 //! Start it in two terminals in the same directory (both use `./lockmgr.sqlite3`; with
-//! `LOCKMGR_DATABASE_URL=postgres://…` they may be on different hosts). Every second
-//! both processes try both jobs, and:
+//! `LOCKMGR_DATABASE_URL=postgres://…` they may be on different hosts). Each process's
+//! scheduler fires both jobs on its own, and:
 //!
-//! - `digest` (`min_hold = 5`) runs at most once per 5 seconds across both processes,
-//!   although it finishes in 0.3 s: its lock stays until the window is over.
-//! - `rebuild` (`keepalive = true`) runs 3 s under a lock that expires after 2 s; keep-alive
-//!   renews it while it runs, so no other process takes it over halfway.
+//! - `digest` (`once_per = "5s"`, fired every 5 s) runs exactly once per tick across all
+//!   processes: the first call of a tick runs it, every other call of the same tick
+//!   returns `Ok(None)` — a skip, not an error.
+//! - `rebuild` (`on_locked = "skip"`, fired every second) works 3 s under a 2 s lease
+//!   that keep-alive renews while it runs; the calls that find it running skip.
 //!
 //! Each line says which process (`pid`) ran or skipped what; times are UTC. With
-//! `RUST_LOG=lockmgr=debug` lockmgr's own events (acquired, released, renewed) are
-//! printed on stderr too.
+//! `RUST_LOG=lockmgr=debug` lockmgr's own events (acquired, skipped, released, renewed)
+//! are printed on stderr too.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use lockmgr::locked;
-use tokio::task::JoinSet;
+use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// How often each process fires both jobs.
-const TICK: Duration = Duration::from_secs(1);
-/// How long the rebuild job works: longer than its lock's expiry (2 s).
+/// How long the rebuild job works: longer than its lease (2 s).
 const REBUILD_TAKES: Duration = Duration::from_secs(3);
 
 static DIGEST_RUNS: AtomicU32 = AtomicU32::new(0);
 static REBUILD_RUNS: AtomicU32 = AtomicU32::new(0);
 static SKIPS: AtomicU32 = AtomicU32::new(0);
 
-/// A quick job that must not run more than once per 5 s window, whichever process
-/// fires it: the lock stays 5 s after it was taken, even though the job is long done.
-#[locked(name = "cron:digest", expires = 60, min_hold = 5, guard = lock)]
-async fn send_digest() -> lockmgr::Result<()> {
-    let taken = lock.main_lock().created_at;
+/// Once per 5 s tick across every process, whichever fires first. `tick` is only
+/// printed: the lock finds the tick by itself (by the database clock).
+#[locked(name = "cron:digest", once_per = "5s", guard = lock)]
+async fn send_digest(tick: DateTime<Utc>) -> lockmgr::Result<Option<i64>> {
     say(
         "digest",
-        &format!(
-            "started (fence {}, lock taken {})",
-            lock.fence(),
-            hms(taken)
-        ),
+        &format!("started (fence {}, tick {})", lock.fence(), hms(tick)),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     DIGEST_RUNS.fetch_add(1, Ordering::Relaxed);
-    say(
-        "digest",
-        &format!(
-            "done; its lock stays until {} (min_hold = 5 s)",
-            hms(taken + chrono::Duration::seconds(5))
-        ),
-    );
-    Ok(())
+    say("digest", "done");
+    Ok(Some(lock.fence()))
 }
 
-/// A job that outlives its lock's expiry (2 s): keep-alive renews the lock in the
-/// background while it runs, and would tell it if the lock were lost.
-#[locked(name = "cron:rebuild", expires = 2, keepalive = true, guard = lock)]
-async fn rebuild_index() -> lockmgr::Result<()> {
+/// Longer than its 2 s lease: keep-alive (on by default) renews it while it runs, and
+/// would tell it if the lock were lost. Calls that find it running skip.
+#[locked(name = "cron:rebuild", expires = 2, on_locked = "skip", guard = lock)]
+async fn rebuild_index() -> lockmgr::Result<Option<()>> {
     say(
         "rebuild",
         &format!(
-            "started (fence {}); works 3 s under a 2 s lock kept alive",
+            "started (fence {}); works 3 s under a 2 s lease kept alive",
             lock.fence()
         ),
     );
@@ -82,36 +70,22 @@ async fn rebuild_index() -> lockmgr::Result<()> {
         let until = lock.current_lock().locked_until.map_or("never".into(), hms);
         say(
             "rebuild",
-            &format!("done; lock renewed up to {until}, never lost"),
+            &format!("done; lease renewed up to {until}, never lost"),
         );
     }
-    Ok(())
+    Ok(Some(()))
 }
 
-/// Run one job, reporting a lock held elsewhere as a skip.
-async fn fire<F>(job: &'static str, run: F)
+/// What the scheduler runs on each fire: the job, and a line for a skip or an error.
+async fn fire<F>(job: &'static str, skipped: String, run: F)
 where
-    F: std::future::Future<Output = lockmgr::Result<()>>,
+    F: std::future::Future<Output = lockmgr::Result<Option<()>>>,
 {
     match run.await {
-        Ok(()) => {}
-        Err(lockmgr::Error::Locked {
-            locked_by,
-            lock_process,
-            locked_until,
-            ..
-        }) => {
+        Ok(Some(())) => {}
+        Ok(None) => {
             SKIPS.fetch_add(1, Ordering::Relaxed);
-            let pid = match lock_process {
-                Some(pid) if pid == i64::from(std::process::id()) => " (this process)".into(),
-                Some(pid) => format!(" (pid {pid})"),
-                None => String::new(),
-            };
-            let until = locked_until.map_or("never".into(), hms);
-            say(
-                job,
-                &format!("skipped: held by {locked_by}{pid} until {until}"),
-            );
+            say(job, &skipped);
         }
         Err(err) => say(job, &format!("error: {err}")),
     }
@@ -125,7 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     say(
         "worker",
         &format!(
-            "started on {} ({}); both jobs fire every second; {}",
+            "started on {} ({}); digest fires every 5 s, rebuild every second; {}",
             store.url(),
             store.backend(),
             match run_for {
@@ -135,36 +109,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     );
 
-    let stop = async {
-        match run_for {
-            Some(d) => tokio::time::sleep(d).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    };
-    tokio::pin!(stop);
-    let mut ticks = tokio::time::interval(TICK);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut running = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            _ = ticks.tick() => {
-                // Like a cron daemon: every tick starts both jobs, whether or not an
-                // earlier run is still going; the locks decide who actually runs.
-                running.spawn(fire("digest", send_digest()));
-                running.spawn(fire("rebuild", rebuild_index()));
-            }
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+    let mut scheduler = JobScheduler::new().await?;
+    // Cron expressions with seconds: sec min hour day month weekday.
+    scheduler
+        .add(Job::new_async("*/5 * * * * *", |_, _| {
+            Box::pin(async {
+                // The tick this fire means: the 5 s boundary nearest to now.
+                let tick = Utc::now()
+                    .duration_round(TimeDelta::seconds(5))
+                    .unwrap_or_else(|_| Utc::now());
+                let skipped = format!("skipped: tick {} taken by another process", hms(tick));
+                fire("digest", skipped, async move {
+                    send_digest(tick).await.map(|ran| ran.map(drop))
+                })
+                .await;
+            })
+        })?)
+        .await?;
+    scheduler
+        .add(Job::new_async("* * * * * *", |_, _| {
+            Box::pin(fire(
+                "rebuild",
+                "skipped: still running (here or in another process)".to_string(),
+                rebuild_index(),
+            ))
+        })?)
+        .await?;
+    scheduler.start().await?;
+
+    match run_for {
+        Some(d) => tokio::time::sleep(d).await,
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    say("worker", "stopping: waiting for running jobs to finish");
-    while running.join_next().await.is_some() {}
+    say(
+        "worker",
+        "stopping: no new fires; waiting for running jobs to finish",
+    );
+    scheduler.shutdown().await?;
+    // A rebuild may still be in its 3 s run.
+    tokio::time::sleep(REBUILD_TAKES + Duration::from_millis(500)).await;
     say(
         "worker",
         &format!(
-            "finished: digest ran {}, rebuild ran {}, {} skipped (lock held)",
+            "finished: digest ran {}, rebuild ran {}, {} skipped (not errors)",
             DIGEST_RUNS.load(Ordering::Relaxed),
             REBUILD_RUNS.load(Ordering::Relaxed),
             SKIPS.load(Ordering::Relaxed)

@@ -535,7 +535,11 @@ fn clear_lock_releases_by_name(db: &TestDb) {
 }
 
 fn clear_lock_if_expired(db: &TestDb) {
-    let store = db.store();
+    // No background clean here: the stale row must still be there for the CLI.
+    let store = LockStore::builder(db.url())
+        .auto_clean(None)
+        .open()
+        .unwrap();
     store
         .get_lock("stale", Some(Duration::from_millis(1)))
         .unwrap();
@@ -763,6 +767,7 @@ testkit::backend_tests!(
     migrate_says_what_it_did,
     quiet_prints_only_what_was_asked,
     declared_locks_are_listed,
+    declared_cron_jobs_show_their_keys,
     list_locks_names_the_declaration,
 );
 
@@ -807,7 +812,18 @@ fn declared_locks_are_listed(db: &TestDb) {
     let report = declaration("cli-test:report");
     assert_eq!(
         cells(out.lines().next().unwrap()),
-        ["TEMPLATE", "EXPIRES", "WAIT", "FUNCTION", "SOURCE", "HELD"]
+        [
+            "TEMPLATE",
+            "EXPIRES",
+            "WAIT",
+            "KEEPALIVE",
+            "MIN HOLD",
+            "ONCE PER",
+            "ON LOCKED",
+            "FUNCTION",
+            "SOURCE",
+            "HELD"
+        ]
     );
     assert_eq!(
         cells(line_of(&out, "cli-test:account:{id}")),
@@ -815,6 +831,10 @@ fn declared_locks_are_listed(db: &TestDb) {
             "cli-test:account:{id}",
             "1m",
             "5s",
+            "no",
+            "-",
+            "-",
+            "error",
             "cli::jobs::sync_account",
             &format!("{}:{}", account.file, account.line),
             "yes: cli-test:account:7"
@@ -826,6 +846,10 @@ fn declared_locks_are_listed(db: &TestDb) {
             "cli-test:report",
             "never",
             "-",
+            "no",
+            "-",
+            "-",
+            "error",
             "cli::jobs::report",
             &format!("{}:{}", report.file, report.line),
             "no"
@@ -834,13 +858,24 @@ fn declared_locks_are_listed(db: &TestDb) {
 
     let (status, out, _) = in_process(db, &["list-declared", "--json"]);
     assert_eq!(status, 0);
+    let by_hand: Vec<Value> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["template"].as_str().unwrap().starts_with("cli-test:"))
+        .cloned()
+        .collect();
     assert_eq!(
-        json(&out),
+        Value::Array(by_hand),
         json!([
             {
                 "template": "cli-test:account:{id}",
                 "expires_seconds": 60,
                 "wait_seconds": 5,
+                "keepalive": false,
+                "min_hold_seconds": null,
+                "once_per_seconds": null,
+                "on_locked": "error",
                 "function": "cli::jobs::sync_account",
                 "file": account.file,
                 "line": account.line,
@@ -851,6 +886,10 @@ fn declared_locks_are_listed(db: &TestDb) {
                 "template": "cli-test:report",
                 "expires_seconds": null,
                 "wait_seconds": null,
+                "keepalive": false,
+                "min_hold_seconds": null,
+                "once_per_seconds": null,
+                "on_locked": "error",
                 "function": "cli::jobs::report",
                 "file": report.file,
                 "line": report.line,
@@ -863,6 +902,60 @@ fn declared_locks_are_listed(db: &TestDb) {
     store.get_lock("cli-test:report", None).unwrap();
     let (_, out, _) = in_process(db, &["list-declared"]);
     assert!(line_of(&out, "cli-test:report").ends_with("  yes"), "{out}");
+}
+
+/// A cron job of this file, declared with the attribute: `list-declared` shows its keys.
+#[lockmgr::locked(name = "cron-test:digest", once_per = "5m", expires = "90s", store = store)]
+fn digest(store: &LockStore) -> lockmgr::Result<()> {
+    // While it runs, the run lock is held (as well as the tick's row).
+    assert!(store.is_locked("cron-test:digest")?);
+    Ok(())
+}
+
+fn declared_cron_jobs_show_their_keys(db: &TestDb) {
+    let store = db.store();
+    let (_, out, _) = in_process(db, &["list-declared"]);
+    let row = cells(line_of(&out, "cron-test:digest"));
+    assert_eq!(
+        row[..7],
+        ["cron-test:digest", "1m 30s", "-", "yes", "-", "5m", "skip"],
+        "{out}"
+    );
+    assert_eq!(*row.last().unwrap(), "no", "{out}");
+    digest(&store).unwrap();
+    // The run is over, but the tick's row is still held: "held", not "running".
+    let (_, out, _) = in_process(db, &["list-declared"]);
+    let held = cells(line_of(&out, "cron-test:digest"))
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(held.starts_with("yes: cron-test:digest@"), "{out}");
+    let (_, out, _) = in_process(db, &["list-declared", "--json"]);
+    let rows = json(&out);
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["template"] == "cron-test:digest")
+        .unwrap();
+    assert_eq!(
+        (
+            &row["expires_seconds"],
+            &row["keepalive"],
+            &row["min_hold_seconds"],
+            &row["once_per_seconds"],
+            &row["on_locked"],
+            &row["held"],
+        ),
+        (
+            &json!(90),
+            &json!(true),
+            &Value::Null,
+            &json!(300),
+            &json!("skip"),
+            &json!(true)
+        )
+    );
 }
 
 fn list_locks_names_the_declaration(db: &TestDb) {

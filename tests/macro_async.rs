@@ -290,7 +290,7 @@ fn declared_locks_lists_the_async_declarations() {
         .map(|decl| {
             (
                 decl.name,
-                decl.wait,
+                decl.wait.map(|d| d.as_secs()),
                 decl.function.rsplit("::").next().unwrap(),
             )
         })

@@ -94,6 +94,47 @@ fn locked_counter_race(db: &TestDb, processes: usize, calls: u64) {
     );
 }
 
+/// A `#[locked]` job with the defaults keeps its lock while it runs past its 60 s lease
+/// (renewed every 20 s), and a killed process's job is runnable again within 60 s.
+fn a_crashed_job_is_free_within_a_minute(db: &TestDb) {
+    use std::io::BufRead;
+    let store = db.store();
+    let mut child = Command::new(WORKER)
+        .args(["hold", "--url", db.url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start lockmgr-test-worker");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "holding");
+    let first = store.find_lock("crash-test:job").unwrap().expect("held");
+    let lease = first.expires_in().unwrap();
+    assert!(lease <= Duration::from_secs(60), "{lease:?}");
+    // Past one renewal (every third of the lease), the lease has moved on.
+    std::thread::sleep(Duration::from_secs(21));
+    let renewed = store
+        .find_lock("crash-test:job")
+        .unwrap()
+        .expect("still held");
+    assert!(
+        renewed.locked_until > first.locked_until,
+        "{first:?} {renewed:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = store
+        .find_lock("crash-test:job")
+        .unwrap()
+        .and_then(|lock| lock.expires_in())
+        .unwrap_or_default();
+    assert!(
+        left <= Duration::from_secs(60),
+        "the dead process's job stays locked for {left:?}"
+    );
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
@@ -111,4 +152,5 @@ fn worker_reports_usage_errors() {
 testkit::backend_tests!(
     six_processes_sixty_locked_calls_each,
     eight_processes_hundred_locked_calls_each,
+    a_crashed_job_is_free_within_a_minute,
 );

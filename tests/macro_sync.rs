@@ -294,22 +294,28 @@ fn declared_locks_lists_every_declaration_of_this_file() {
         .into_iter()
         .filter(|decl| decl.file == file!())
         .collect();
-    let described: Vec<(&str, u64, Option<u64>, &str)> = mine
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs());
+    let described: Vec<(&str, Option<u64>, Option<u64>, &str)> = mine
         .iter()
-        .map(|d| (d.name, d.expires, d.wait, d.function))
+        .map(|d| (d.name, secs(d.expires), secs(d.wait), d.function))
         .collect();
     let module = module_path!();
     let f = |name: &str| format!("{module}::{name}");
+    // Without `expires`, a job's lock is a 60 s lease renewed while the body runs.
     let expected = [
-        ("account:{id}", 600, None, f("deposit")),
-        ("account:{self_id}", 600, None, f("balance")),
-        ("guarded:{a}-{b}", 0, None, f("with_guard")),
-        ("parse:{key}", 600, None, f("parse_locked")),
-        ("short:{key}", 600, Some(1), f("run_if_free_soon")),
-        ("t:{key}", 600, None, f("run")),
-        ("wait:{key}", 600, Some(10), f("run_when_free")),
+        ("account:{id}", Some(60), None, f("deposit")),
+        ("account:{self_id}", Some(60), None, f("balance")),
+        ("guarded:{a}-{b}", None, None, f("with_guard")),
+        ("parse:{key}", Some(60), None, f("parse_locked")),
+        ("short:{key}", Some(60), Some(1), f("run_if_free_soon")),
+        ("t:{key}", Some(60), None, f("run")),
+        ("wait:{key}", Some(60), Some(10), f("run_when_free")),
     ];
-    let expected: Vec<(&str, u64, Option<u64>, &str)> = expected
+    assert!(
+        mine.iter().all(|d| d.keepalive),
+        "keep-alive is the default"
+    );
+    let expected: Vec<(&str, Option<u64>, Option<u64>, &str)> = expected
         .iter()
         .map(|(n, e, w, f)| (*n, *e, *w, f.as_str()))
         .collect();

@@ -775,6 +775,7 @@ fn set_lock_races_get_lock_without_raw_errors(db: &TestDb) {
 }
 
 testkit::backend_tests!(
+    expired_rows_are_removed_on_their_own,
     second_get_lock_fails_with_locked,
     is_locked_true_and_false,
     lock_unlock_lock_unlock,
@@ -807,3 +808,33 @@ testkit::backend_tests!(
     threads_race_without_raw_errors,
     set_lock_races_get_lock_without_raw_errors,
 );
+
+/// Expired rows go away on their own: a store in use removes them in batches of 500
+/// in the background, by the database clock.
+fn expired_rows_are_removed_on_their_own(db: &TestDb) {
+    let cleaning = lockmgr::LockStore::builder(db.url())
+        .auto_clean(Some(Duration::from_millis(200)))
+        .open()
+        .unwrap();
+    let quiet = lockmgr::LockStore::builder(db.url())
+        .auto_clean(None)
+        .open()
+        .unwrap();
+    let names: Vec<String> = (0..1_200).map(|i| format!("per-item:{i}")).collect();
+    quiet
+        .set_lock(
+            &names,
+            lockmgr::SetLockOptions::new(Some(Duration::from_millis(1))).no_renew(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // Acquisitions on the cleaning store start the background clean (at most every
+    // 200 ms); nothing else deletes the expired rows.
+    for _ in 0..50 {
+        drop(cleaning.get_lock("trigger", Some(Duration::from_millis(1))));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // What is left for a full clean: at most the trigger's own last row.
+    let left = quiet.clean_locks().unwrap();
+    assert!(left <= 1, "{left} expired rows were left in the table");
+}

@@ -192,7 +192,16 @@ impl Ctx<'_> {
             return Ok(());
         }
         let mut table = Table::new(vec![
-            "TEMPLATE", "EXPIRES", "WAIT", "FUNCTION", "SOURCE", "HELD",
+            "TEMPLATE",
+            "EXPIRES",
+            "WAIT",
+            "KEEPALIVE",
+            "MIN HOLD",
+            "ONCE PER",
+            "ON LOCKED",
+            "FUNCTION",
+            "SOURCE",
+            "HELD",
         ]);
         for decl in &declared {
             let names = held(decl);
@@ -207,11 +216,13 @@ impl Ctx<'_> {
             };
             table.push(vec![
                 decl.name.to_string(),
-                match decl.expires {
-                    0 => "never".to_string(),
-                    secs => output::span(secs),
-                },
-                decl.wait.map_or_else(|| "-".to_string(), output::span),
+                decl.expires
+                    .map_or_else(|| "never".to_string(), |d| output::setting(Some(d))),
+                output::setting(decl.wait),
+                if decl.keepalive { "yes" } else { "no" }.to_string(),
+                output::setting(decl.min_hold),
+                output::setting(decl.once_per),
+                decl.on_locked.to_string(),
                 decl.function.to_string(),
                 format!("{}:{}", decl.file, decl.line),
                 held_cell,

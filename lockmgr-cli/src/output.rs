@@ -113,6 +113,36 @@ pub(crate) fn span(secs: u64) -> String {
         .join(" ")
 }
 
+/// A configured duration in words, sub-second parts kept: `500ms`, `1m 30s`,
+/// `2s 250ms`; `-` for none.
+pub(crate) fn setting(d: Option<Duration>) -> String {
+    let Some(d) = d else {
+        return "-".to_string();
+    };
+    let millis = d.subsec_millis();
+    match (d.as_secs(), millis) {
+        (0, 0) => format!("{}µs", d.subsec_micros()),
+        (0, ms) => format!("{ms}ms"),
+        (secs, 0) => span(secs),
+        (secs, ms) => format!("{} {ms}ms", span(secs)),
+    }
+}
+
+/// A configured duration in seconds for JSON: a whole number when it is one (`60`),
+/// else a fraction (`0.5`); `null` for none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Seconds(Option<Duration>);
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            None => serializer.serialize_none(),
+            Some(d) if d.subsec_nanos() == 0 => serializer.serialize_u64(d.as_secs()),
+            Some(d) => serializer.serialize_f64(d.as_secs_f64()),
+        }
+    }
+}
+
 /// Whole seconds, rounded up: a lock with 0.3 s left has `1s` left, not `0s`.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -219,13 +249,22 @@ impl From<&Lock> for LockJson {
 pub(crate) struct DeclaredJson {
     template: &'static str,
     /// `null`: the lock never expires.
-    expires_seconds: Option<u64>,
+    expires_seconds: Seconds,
     /// `null`: a call does not wait for the lock.
-    wait_seconds: Option<u64>,
+    wait_seconds: Seconds,
+    /// Whether the lock is renewed while the function runs.
+    keepalive: bool,
+    /// `null`: released when the function returns.
+    min_hold_seconds: Seconds,
+    /// The tick length of `once_per`; `null`: no ticks.
+    once_per_seconds: Seconds,
+    /// `"error"` or `"skip"`.
+    on_locked: &'static str,
     function: &'static str,
     file: &'static str,
     line: u32,
-    /// Whether a live lock matches the template right now.
+    /// Whether a row of this declaration is held right now: a call running, or a row
+    /// kept after its run (`min_hold`, a `once_per` tick).
     held: bool,
     /// The names of the live locks that match it.
     held_locks: Vec<String>,
@@ -235,8 +274,12 @@ impl DeclaredJson {
     pub(crate) fn new(decl: &'static DeclaredLock, held_locks: Vec<String>) -> DeclaredJson {
         DeclaredJson {
             template: decl.name,
-            expires_seconds: (decl.expires > 0).then_some(decl.expires),
-            wait_seconds: decl.wait,
+            expires_seconds: Seconds(decl.expires),
+            wait_seconds: Seconds(decl.wait),
+            keepalive: decl.keepalive,
+            min_hold_seconds: Seconds(decl.min_hold),
+            once_per_seconds: Seconds(decl.once_per),
+            on_locked: decl.on_locked.as_str(),
             function: decl.function,
             file: decl.file,
             line: decl.line,
@@ -327,6 +370,19 @@ mod tests {
         assert_eq!(span(3600), "1h");
         assert_eq!(span(3605), "1h 5s");
         assert_eq!(span(2 * 86_400 + 3 * 3600 + 5), "2d 3h 5s");
+    }
+
+    #[test]
+    fn settings_keep_sub_second_parts() {
+        assert_eq!(setting(None), "-");
+        assert_eq!(setting(Some(Duration::from_millis(500))), "500ms");
+        assert_eq!(setting(Some(Duration::from_secs(90))), "1m 30s");
+        assert_eq!(setting(Some(Duration::from_millis(2_250))), "2s 250ms");
+        assert_eq!(setting(Some(Duration::from_micros(3))), "3µs");
+        let json = |d| serde_json::to_string(&Seconds(d)).unwrap();
+        assert_eq!(json(Some(Duration::from_secs(60))), "60");
+        assert_eq!(json(Some(Duration::from_millis(500))), "0.5");
+        assert_eq!(json(None), "null");
     }
 
     #[test]

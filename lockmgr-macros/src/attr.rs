@@ -10,6 +10,8 @@ use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ExprPath, Ident, Lit, LitStr, Token};
 
+use crate::duration::{self, DurationArg};
+
 use crate::errors::Errors;
 
 /// The keys `#[locked]` understands, in the order its messages list them.
@@ -21,6 +23,8 @@ const KEYS: &[&str] = &[
     "guard",
     "keepalive",
     "min_hold",
+    "once_per",
+    "on_locked",
 ];
 
 /// The arguments of one `#[locked(...)]`, each as given (or absent).
@@ -28,18 +32,38 @@ const KEYS: &[&str] = &[
 pub(crate) struct LockedArgs {
     /// `name = "job:{id}"`: the name template.
     pub(crate) name: Option<LitStr>,
-    /// `expires = SECS`, `0` = never.
-    pub(crate) expires: Option<u64>,
-    /// `wait = SECS`.
-    pub(crate) wait: Option<u64>,
+    /// `expires = DURATION`, zero = never.
+    pub(crate) expires: Option<DurationArg>,
+    /// `wait = DURATION`.
+    pub(crate) wait: Option<DurationArg>,
     /// `store = EXPR`: an expression giving a `&LockStore`.
     pub(crate) store: Option<Expr>,
     /// `guard = IDENT`: binds `&mut LockGuard` in the body.
     pub(crate) guard: Option<Ident>,
-    /// `keepalive = true`: renew the lock in the background while the body runs.
+    /// `keepalive = BOOL`: renew the lock in the background while the body runs.
     pub(crate) keepalive: Option<bool>,
-    /// `min_hold = SECS`: keep the lock at least this long after acquiring it.
-    pub(crate) min_hold: Option<u64>,
+    /// `min_hold = DURATION`: keep the lock at least this long after acquiring it.
+    pub(crate) min_hold: Option<DurationArg>,
+    /// `once_per = DURATION`: at most one run per tick across all processes.
+    pub(crate) once_per: Option<DurationArg>,
+    /// `on_locked = "skip" | "error"`, with the key (for spans).
+    pub(crate) on_locked: Option<(Ident, OnLocked)>,
+    /// The key of every argument given, for errors about combinations.
+    pub(crate) keys: Vec<Ident>,
+}
+
+/// What a call does when the lock is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnLocked {
+    Error,
+    Skip,
+}
+
+impl LockedArgs {
+    /// The key `name` as written, if it was given.
+    pub(crate) fn key(&self, name: &str) -> Option<&Ident> {
+        self.keys.iter().find(|key| key.unraw() == name)
+    }
 }
 
 /// One `key = value` pair, before any check.
@@ -94,14 +118,19 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> LockedArgs {
             continue;
         }
         seen.push(key_text.clone());
+        parsed.keys.push(key.clone());
         match key_text.as_str() {
             "name" => parsed.name = errors.ok(name_literal(&value)),
-            "expires" => parsed.expires = errors.ok(seconds("expires", &value)),
-            "wait" => parsed.wait = errors.ok(seconds("wait", &value)),
+            "expires" => parsed.expires = errors.ok(duration::parse("expires", &value)),
+            "wait" => parsed.wait = errors.ok(duration::parse("wait", &value)),
             "store" => parsed.store = Some(value),
             "guard" => parsed.guard = errors.ok(guard_ident(&value)),
             "keepalive" => parsed.keepalive = errors.ok(boolean("keepalive", &value)),
-            "min_hold" => parsed.min_hold = errors.ok(seconds("min_hold", &value)),
+            "min_hold" => parsed.min_hold = errors.ok(duration::parse("min_hold", &value)),
+            "once_per" => parsed.once_per = errors.ok(duration::parse("once_per", &value)),
+            "on_locked" => {
+                parsed.on_locked = errors.ok(on_locked(&value)).map(|mode| (key.clone(), mode));
+            }
             _ => unreachable!("every key of KEYS is handled"),
         }
     }
@@ -126,21 +155,20 @@ fn name_literal(value: &Expr) -> syn::Result<LitStr> {
     }
 }
 
-/// A number of seconds: a non-negative integer literal (an unsigned suffix is fine).
-fn seconds(key: &str, value: &Expr) -> syn::Result<u64> {
-    let message = || format!("`{key}` must be a non-negative integer number of seconds");
+/// `"skip"` or `"error"`, as a string literal.
+fn on_locked(value: &Expr) -> syn::Result<OnLocked> {
     match value {
         Expr::Lit(ExprLit {
-            lit: Lit::Int(int), ..
-        }) if int.suffix().is_empty() || int.suffix().starts_with('u') => {
-            int.base10_parse::<u64>().map_err(|_| {
-                syn::Error::new_spanned(
-                    value,
-                    format!("`{key}` is too large: at most {} seconds", u64::MAX),
-                )
-            })
-        }
-        _ => Err(syn::Error::new_spanned(value, message())),
+            lit: Lit::Str(lit), ..
+        }) if lit.value() == "skip" => Ok(OnLocked::Skip),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        }) if lit.value() == "error" => Ok(OnLocked::Error),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "`on_locked` must be \"skip\" (return Ok(()) or Ok(None) without running the body) \
+             or \"error\" (return Err(lockmgr::Error::Locked { .. }), the default)",
+        )),
     }
 }
 

@@ -14,6 +14,7 @@ use quote::ToTokens;
 use syn::ItemFn;
 
 mod attr;
+mod duration;
 mod errors;
 mod expand;
 mod template;
@@ -54,8 +55,10 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
-/// The function must return `Result<T, E>` where `E: From<lockmgr::Error>`
-/// (`lockmgr::Error` itself, `anyhow::Error`, or your own error type). Its signature
+/// The function must return a `Result<T, E>` where `E: From<lockmgr::Error>`
+/// (`lockmgr::Error` itself, `anyhow::Error`, or your own error type), under any name:
+/// `lockmgr::Result<T>`, `type JobResult = Result<(), MyError>` and other aliases work,
+/// as the check is by trait, and a missing `From` is reported at the return type. Its signature
 /// is kept exactly — visibility, generics, where-clauses, `self` receivers, other
 /// attributes, `async`, `unsafe` — and only the body is wrapped, so `return` and `?`
 /// work as usual. It works on free functions, methods (`&self`, `&mut self`, `self`),
@@ -88,10 +91,37 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
-/// ## `expires = SECS` (default 600)
+/// ## Durations
 ///
-/// How long the lock lives if the process dies without releasing it, in seconds;
-/// `0` = never expires. A non-negative integer literal.
+/// `expires`, `wait`, `min_hold` and `once_per` take an integer number of seconds
+/// (`60`), a string with a unit checked at compile time (`"500ms"`, `"90s"`, `"5m"`,
+/// `"1h"`, `"1d"`), or the path of a `const` of type `std::time::Duration`:
+///
+/// ```
+/// # use lockmgr::locked;
+/// use std::time::Duration;
+///
+/// const LEASE: Duration = Duration::from_millis(1500);
+///
+/// #[locked(name = "poll", expires = LEASE, wait = "250ms")]
+/// fn poll() -> lockmgr::Result<()> {
+///     Ok(())
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// # poll()?;
+/// # Ok(()) }
+/// ```
+///
+/// ## `expires = DURATION` (default: a 60 s lease, kept alive)
+///
+/// How long the lock lives without a renewal, so how long a job whose process died
+/// keeps others out; zero = never expires. With keep-alive (the default, see
+/// `keepalive`), the lock is renewed every third of it while the body runs, so a job
+/// may run far longer: without `expires`, a crashed job's lock frees itself within 60 s
+/// (`lockmgr::DEFAULT_JOB_LEASE`). With `keepalive = false` the lock is not renewed and
+/// `expires` defaults to 600 s, like `get_lock` and `LockMgr`.
 ///
 /// ```
 /// # use lockmgr::locked;
@@ -111,11 +141,14 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
-/// ## `wait = SECS` (default: don't wait)
+/// ## `wait = DURATION` (default: don't wait)
 ///
-/// While someone else holds the lock, keep retrying for up to this many seconds
-/// (short, growing, jittered sleeps) before giving up with `Error::Locked`. Without
-/// `wait`, a held lock fails the call at once.
+/// While someone else holds the lock, keep retrying for up to this long (short,
+/// growing, jittered sleeps) before giving up with `Error::Locked`. Without `wait`, a
+/// held lock fails the call at once. A sync function with `wait` blocks its thread
+/// while it waits: called on an async runtime's thread (detected with lockmgr's `tokio`
+/// feature), it logs a warning once, naming the function; make it an `async fn` or
+/// call it through `tokio::task::spawn_blocking`.
 ///
 /// ```
 /// # use lockmgr::locked;
@@ -185,12 +218,13 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
-/// ## `keepalive = true`
+/// ## `keepalive = BOOL` (default `true`)
 ///
 /// Renews the lock in the background (at about a third of `expires`, owner-checked)
 /// while the body runs, so a job may run longer than its expiry. If a renewal finds
 /// the lock gone or taken over, the guard is marked lost: bind it with `guard = g` and
-/// check `g.is_lost()` (or wait on `g.lost_signal()`) between steps. Default `false`.
+/// check `g.is_lost()` (or wait on `g.lost_signal()`) between steps. `keepalive = false`
+/// opts out: the lock then simply expires after `expires` (default 600 s).
 ///
 /// ```
 /// # use lockmgr::locked;
@@ -206,15 +240,17 @@ mod valid;
 /// # Ok(()) }
 /// ```
 ///
-/// ## `min_hold = SECS`
+/// ## `min_hold = DURATION`
 ///
-/// Keeps the lock at least `SECS` after it was taken, by the database clock: a call that
-/// finishes sooner leaves the lock in place until then. For cron jobs that must run at
-/// most once per window across hosts, whose clocks and schedulers fire a little apart.
+/// Keeps the lock at least this long after it was taken, by the database clock: a call
+/// that finishes sooner leaves the lock in place until then. For jobs that must run at
+/// most once per window that starts when they run. For a job fired on a fixed schedule,
+/// use `once_per` instead: a window that starts at the acquisition drops ticks when it
+/// equals the interval, and runs a tick twice under clock skew when it is shorter.
 ///
 /// ```
 /// # use lockmgr::locked;
-/// #[locked(name = "hourly-digest", min_hold = 3000)]
+/// #[locked(name = "hourly-digest", min_hold = "50m")]
 /// fn send_digest() -> lockmgr::Result<()> {
 ///     Ok(()) // fast; but no other host sends the digest again for 50 minutes
 /// }
@@ -223,6 +259,85 @@ mod valid;
 /// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
 /// send_digest()?;
 /// assert!(send_digest().unwrap_err().is_locked());
+/// # Ok(()) }
+/// ```
+///
+/// ## `on_locked = "skip"` (default `"error"`)
+///
+/// What a call does when the lock is taken: `"error"` returns
+/// `Err(E::from(Error::Locked { .. }))`; `"skip"` returns `Ok(())` (for `Result<(), E>`)
+/// or `Ok(None)` (for `Result<Option<T>, E>`) without running the body, and logs a
+/// `lockmgr: skipped` debug event. Other return types are a compile error with
+/// `"skip"`. For a job on many replicas, a lost race is not an error.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "refresh-cache", on_locked = "skip")]
+/// fn refresh_cache() -> lockmgr::Result<Option<usize>> {
+///     Ok(Some(42)) // entries refreshed
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// assert_eq!(refresh_cache()?, Some(42));
+/// let _elsewhere = lockmgr::get_lock("refresh-cache", None)?;
+/// assert_eq!(refresh_cache()?, None); // skipped: another process runs it
+/// # Ok(()) }
+/// ```
+///
+/// ## `once_per = DURATION`
+///
+/// For a job that a scheduler fires on every replica at every tick: at most one call per
+/// tick runs the body, across all processes sharing the store. Tick `k` starts at
+/// `k × DURATION` after the Unix epoch; a call belongs to the tick *nearest* to it, by the
+/// database clock (SQLite: the process's clock). So a replica whose fire time is off by
+/// less than half a period (clock skew, scheduler jitter and the database round trip
+/// together) still names the right tick. The first call of a tick takes the row
+/// `NAME@TICK-START` (kept until two periods after the tick's start, never released), then
+/// the job's own lock `NAME` for the run; every other call returns `Ok(())` / `Ok(None)`
+/// as with `on_locked = "skip"`, which `once_per` implies.
+///
+/// Promised: at most one run per tick; every tick that some replica fires runs. Not
+/// promised: a tick whose previous run is still going is skipped, not queued (runs
+/// never overlap); a tick whose winner crashes mid-run is lost (as with ShedLock), and
+/// the job's lease frees the job for a later tick within a minute. `once_per` takes no
+/// `wait`, `min_hold` or `on_locked = "error"`.
+///
+/// ```
+/// # use lockmgr::locked;
+/// #[locked(name = "cron:digest", once_per = "1h")]
+/// fn send_digest() -> lockmgr::Result<()> {
+///     Ok(()) // fired by every replica's scheduler at the hour; runs once
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// send_digest()?; // runs: the first call of this hour's tick
+/// send_digest()?; // Ok(()) without running: the tick is taken
+/// # Ok(()) }
+/// ```
+///
+/// # Methods
+///
+/// In a method, the name may use `{self.field}` (a named or tuple field of the
+/// receiver) and `{self}` (when `Self: Display`):
+///
+/// ```
+/// # use lockmgr::locked;
+/// struct Account {
+///     id: u64,
+/// }
+///
+/// impl Account {
+///     #[locked(name = "account:{self.id}", guard = g)]
+///     fn sync(&self) -> lockmgr::Result<String> {
+///         Ok(g.name().to_string())
+///     }
+/// }
+/// # fn main() -> lockmgr::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # lockmgr::set_default_store(lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?);
+/// assert_eq!(Account { id: 7 }.sync()?, "account:7");
 /// # Ok(()) }
 /// ```
 ///
@@ -259,17 +374,22 @@ mod valid;
 ///
 /// Each of these is a compile error pointing at the offending token, all errors of one
 /// attribute reported together: a missing or empty `name`; a placeholder that is not a
-/// parameter; unbalanced braces; a character outside `A-Z a-z 0-9 _ . : / @ -` in the
-/// fixed text; an unknown or repeated argument; an `expires`, `wait` or `min_hold`
-/// that is not a non-negative integer; a `keepalive` that is not `true` or `false`; a `guard` that is not an identifier or hides a parameter; a
-/// function that does not return a `Result` (a type whose last path segment is
-/// `Result`); a `const fn`.
+/// parameter (or `self…` outside a method); unbalanced braces; a character outside
+/// `A-Z a-z 0-9 _ . : / @ -` in the fixed text; an unknown or repeated argument; a
+/// duration that is not one (a negative or fractional number, a string without a known
+/// unit, a `const` that is not a `Duration`); a zero `once_per`, or `once_per` with
+/// `wait`, `min_hold` or `on_locked = "error"`; an `on_locked` other than `"skip"` or
+/// `"error"`; a `keepalive` that is not `true` or `false`; a `guard` that is not an
+/// identifier or hides a parameter; a `const fn`. The compiler checks, at the return
+/// type, that it is a `Result` whose error converts from `lockmgr::Error` (and, with
+/// `"skip"` or `once_per`, that its success type is `()` or an `Option`). Generated
+/// code triggers no warning, also under `#![deny(warnings)]`.
 ///
 /// # Registry
 ///
 /// Every `#[locked]` function registers a `lockmgr::DeclaredLock` (the name template,
-/// `expires`, `wait`, `keepalive`, `min_hold`, `module_path!()::fn_name`, file and
-/// line) at program start;
+/// `expires`, `wait`, `keepalive`, `min_hold`, `once_per`, `on_locked`,
+/// `module_path!()::fn_name`, file and line) at program start;
 /// `lockmgr::declared_locks()` lists those linked into the running binary.
 #[proc_macro_attribute]
 pub fn locked(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -162,10 +162,11 @@ fn split(text: &str, problems: &mut Vec<String>) -> Vec<Part> {
                     problems.push(format!(
                         "unbalanced braces in lock name: `{{` inside the placeholder `{{{inner}}}`"
                     ));
-                } else if !is_identifier(&inner) {
+                } else if !is_placeholder(&inner) {
                     problems.push(format!(
                         "invalid placeholder `{{{inner}}}` in lock name: a placeholder is a \
-                         parameter name, rendered with its Display (no format spec)"
+                         parameter name, `self` or `self.field`, rendered with its Display \
+                         (no format spec)"
                     ));
                 }
                 parts.push(Part::Placeholder(inner));
@@ -181,6 +182,17 @@ fn split(text: &str, problems: &mut Vec<String>) -> Vec<Part> {
         parts.push(Part::Literal(literal));
     }
     parts
+}
+
+/// Whether `s` can be a placeholder: a parameter name, `self`, or `self.field` (a named
+/// or tuple field).
+fn is_placeholder(s: &str) -> bool {
+    match s.strip_prefix("self.") {
+        Some(field) => {
+            is_identifier(field) || (!field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()))
+        }
+        None => s == "self" || is_identifier(s),
+    }
 }
 
 /// Whether `s` is a plain Rust identifier (what a parameter name can be).
@@ -256,6 +268,21 @@ mod tests {
             both.contains("never closed") && both.contains("not allowed"),
             "{both}"
         );
+    }
+
+    #[test]
+    fn methods_may_name_self_and_its_fields() {
+        assert_eq!(parse_str("{self}").unwrap(), vec![ph("self")]);
+        assert_eq!(
+            parse_str("job:{self.id}/{self.0}").unwrap(),
+            vec![lit("job:"), ph("self.id"), lit("/"), ph("self.0")]
+        );
+        assert!(parse_str("{self.}")
+            .unwrap_err()
+            .contains("invalid placeholder"));
+        assert!(parse_str("{self.a.b}")
+            .unwrap_err()
+            .contains("invalid placeholder"));
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! Every check that needs both the arguments and the function: the placeholders name
-//! parameters, the function returns a `Result`, it is not a `const fn`, and the guard
-//! binding does not hide a parameter. Nothing here emits tokens.
+//! Every check that needs both the arguments and the function, or several arguments
+//! together: the placeholders name parameters (or `self` in a method), the function
+//! returns something, it is not a `const fn`, the guard binding does not hide a
+//! parameter, and `once_per` goes with the keys it allows. Nothing here emits tokens.
+//!
+//! Whether the return type is a `Result` whose error converts from `lockmgr::Error` is
+//! left to the compiler (the `LockedReturn` trait of the runtime), so that aliases such
+//! as `type JobResult = Result<(), MyError>` work and a missing `From` is reported at
+//! the return type.
 
 use syn::ext::IdentExt;
-use syn::{FnArg, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{FnArg, Ident, ItemFn, Pat, ReturnType};
 
-use crate::attr::LockedArgs;
+use crate::attr::{LockedArgs, OnLocked};
 use crate::errors::Errors;
 use crate::template::Template;
 
@@ -19,8 +25,30 @@ pub(crate) fn check(
     let params = parameter_names(func);
     if let Some(template) = template {
         let mut reported: Vec<&str> = Vec::new();
+        let has_self = func
+            .sig
+            .inputs
+            .iter()
+            .any(|input| matches!(input, FnArg::Receiver(_)));
         for placeholder in template.placeholders() {
-            if find_parameter(&params, placeholder).is_some() || reported.contains(&placeholder) {
+            if reported.contains(&placeholder) {
+                continue;
+            }
+            if is_self(placeholder) {
+                if !has_self {
+                    reported.push(placeholder);
+                    errors.push(syn::Error::new(
+                        template.lit.span(),
+                        format!(
+                            "the placeholder `{{{placeholder}}}` needs a method with a `self` \
+                             parameter; {}",
+                            describe(&params)
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if find_parameter(&params, placeholder).is_some() {
                 continue;
             }
             reported.push(placeholder);
@@ -39,18 +67,14 @@ pub(crate) fn check(
             "#[locked] cannot guard a `const fn`: it takes a lock when called at run time",
         ));
     }
-    match &func.sig.output {
-        ReturnType::Type(_, ty) if returns_result(ty) => {}
-        ReturnType::Type(_, ty) => errors.push(syn::Error::new_spanned(
-            ty,
-            "#[locked] functions must return `Result<T, E>` with `E: From<lockmgr::Error>`",
-        )),
-        ReturnType::Default => errors.push(syn::Error::new_spanned(
+    if let ReturnType::Default = &func.sig.output {
+        errors.push(syn::Error::new_spanned(
             &func.sig.ident,
             "#[locked] functions must return `Result<T, E>` with `E: From<lockmgr::Error>`; \
              this one returns `()`",
-        )),
+        ));
     }
+    check_once_per(args, errors);
     if let Some(guard) = &args.guard {
         if params.iter().any(|p| guard == p) {
             errors.push(syn::Error::new(
@@ -61,19 +85,46 @@ pub(crate) fn check(
     }
 }
 
-/// Whether `ty` reads as a `Result`: a path whose last segment is `Result` (so
-/// `std::io::Result<T>` and `anyhow::Result<T>` count too).
-fn returns_result(ty: &Type) -> bool {
-    match ty {
-        Type::Path(path) if path.qself.is_none() => path
-            .path
-            .segments
-            .last()
-            .is_some_and(|segment| segment.ident == "Result"),
-        Type::Paren(inner) => returns_result(&inner.elem),
-        Type::Group(inner) => returns_result(&inner.elem),
-        _ => false,
+/// `once_per` is a tick length, and excludes the keys whose meaning it takes over.
+fn check_once_per(args: &LockedArgs, errors: &mut Errors) {
+    let Some(once_per) = &args.once_per else {
+        return;
+    };
+    if once_per.is_zero() {
+        errors.push(syn::Error::new(
+            once_per.span(),
+            "`once_per` must be longer than zero: it is the length of a tick",
+        ));
     }
+    let conflicts = [
+        (
+            "wait",
+            "`wait` does not go with `once_per`: a tick runs in the first call that takes \
+             it, and the others skip at once",
+        ),
+        (
+            "min_hold",
+            "`min_hold` does not go with `once_per`: each tick already keeps its own row \
+             until the tick is over",
+        ),
+    ];
+    for (key, message) in conflicts {
+        if let Some(key) = args.key(key) {
+            errors.push(syn::Error::new(key.span(), message));
+        }
+    }
+    if let Some((key, OnLocked::Error)) = &args.on_locked {
+        errors.push(syn::Error::new(
+            key.span(),
+            "`on_locked = \"error\"` does not go with `once_per`: the calls of a tick that \
+             another process runs are skipped, not errors",
+        ));
+    }
+}
+
+/// Whether a placeholder names `self` or one of its fields.
+pub(crate) fn is_self(placeholder: &str) -> bool {
+    placeholder == "self" || placeholder.starts_with("self.")
 }
 
 /// The parameter that a placeholder names (`{type}` names `r#type`).

@@ -63,6 +63,16 @@ where
     Ok(blocking::unblock(work).await)
 }
 
+/// Run `work` on the `blocking` crate's thread pool and do not wait for it: for work
+/// that must happen off the caller's thread whether or not anyone awaits it (a
+/// background clean, a release handed over by a guard dropped on an executor).
+pub(crate) fn spawn_detached<F>(work: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    blocking::unblock(work).detach();
+}
+
 /// A minimal executor for tests: poll `future` on this thread, parking between polls.
 #[cfg(test)]
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {

@@ -66,6 +66,11 @@ impl LockMgr {
         &self.name
     }
 
+    /// The store it acquires in.
+    pub(crate) fn store(&self) -> &LockStore {
+        &self.store
+    }
+
     /// How long the lock (and extra locks) last: `None` or zero never expire. Default
     /// [`DEFAULT_EXPIRES`].
     pub fn expires(mut self, expires: Option<Duration>) -> Self {

@@ -12,6 +12,7 @@
 //! | `lockmgr: release failed` | warn | `name`, `fence`, `error` |
 //! | `lockmgr: keep-alive renewal failed` | warn | `name`, `fence`, `error` |
 //! | `lockmgr: operation failed` | debug | `op`, `name`, `error` |
+//! | `lockmgr: skipped` | debug | `name`, `function`, `holder`, `holder_pid`, `reason` |
 //!
 //! Errors returned to the caller are logged at debug (the caller decides what they
 //! mean); failures nobody else can see — a release in a guard's drop, a background
@@ -140,4 +141,25 @@ pub(crate) fn failed<T>(
         tracing::debug!(op, name = %name, error = %err, "lockmgr: operation failed");
     }
     result
+}
+
+/// A `#[locked]` call with `on_locked = "skip"` (or `once_per`) did not run its body:
+/// `locked` (an [`Error::Locked`]) says who holds what.
+pub(crate) fn skipped(function: &str, locked: &Error, reason: &'static str) {
+    if let Error::Locked {
+        name,
+        locked_by,
+        lock_process,
+        ..
+    } = locked
+    {
+        tracing::debug!(
+            name = %name,
+            function,
+            holder = %locked_by,
+            holder_pid = *lock_process,
+            reason,
+            "lockmgr: skipped"
+        );
+    }
 }

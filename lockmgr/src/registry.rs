@@ -3,36 +3,81 @@
 use std::fmt;
 use std::time::Duration;
 
+/// What a `#[locked]` call does when the lock (or, with `once_per`, the tick) is
+/// already taken: the attribute's `on_locked` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnLocked {
+    /// Return `Err(E::from(Error::Locked { .. }))` (the default).
+    Error,
+    /// Return `Ok(())` (or `Ok(None)`) without running the body, and log a `skipped`
+    /// event. Implied by `once_per`.
+    Skip,
+}
+
+impl OnLocked {
+    /// The word used in the attribute and by the CLI: `"error"` or `"skip"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OnLocked::Error => "error",
+            OnLocked::Skip => "skip",
+        }
+    }
+}
+
+impl fmt::Display for OnLocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The expiry of a `#[locked]` job's lock when `expires` is not given and keep-alive
+/// is on (the default): a 60 s lease, renewed every 20 s while the body runs. A job
+/// whose process dies is runnable again within a minute; a job that runs for hours
+/// keeps its lock. (`get_lock` and `LockMgr` default to [`DEFAULT_EXPIRES`], 600 s, and
+/// so does `#[locked(keepalive = false)]` without `expires`.)
+///
+/// [`DEFAULT_EXPIRES`]: crate::DEFAULT_EXPIRES
+pub const DEFAULT_JOB_LEASE: Duration = Duration::from_secs(60);
+
 /// One `#[locked]` function, as declared in the source. Every `#[locked]` function
 /// registers one at startup; [`declared_locks`] lists those linked into the running
-/// binary.
+/// binary. The values are the effective ones, defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeclaredLock {
     /// The name template, e.g. `"job:{id}"`.
     pub name: &'static str,
-    /// Expiry in seconds; 0: never expires.
-    pub expires: u64,
-    /// How long a call waits for the lock, in seconds; `None`: it does not wait.
-    pub wait: Option<u64>,
+    /// How long the lock lives without a renewal: the lease when `keepalive` is on, the
+    /// whole expiry otherwise. `None`: never expires (`expires = 0`).
+    pub expires: Option<Duration>,
+    /// How long a call waits for the lock; `None`: it does not wait.
+    pub wait: Option<Duration>,
     /// The function's path: `module_path!()` and the function name.
     pub function: &'static str,
     /// The source file of the declaration.
     pub file: &'static str,
     /// The line of the declaration.
     pub line: u32,
-    /// Whether the lock is renewed in the background while the function runs
-    /// (`keepalive = true`).
+    /// Whether the lock is renewed in the background while the function runs (default
+    /// `true`; `keepalive = false` opts out).
     pub keepalive: bool,
-    /// Seconds the lock is kept at least after it was taken (`min_hold`); `None`: it
+    /// How long the lock is kept at least after it was taken (`min_hold`); `None`: it
     /// is released when the function returns.
-    pub min_hold: Option<u64>,
+    pub min_hold: Option<Duration>,
+    /// The tick length of `once_per`: at most one run per tick across all processes;
+    /// `None`: no ticks.
+    pub once_per: Option<Duration>,
+    /// What a call does when the lock is taken.
+    pub on_locked: OnLocked,
 }
 
 inventory::collect!(DeclaredLock);
 
 impl DeclaredLock {
-    /// A declaration; used by the code `#[locked]` generates.
+    /// A declaration with whole-second settings (`expires` 0: never expires), as the
+    /// attribute's defaults otherwise: no keep-alive, no `min_hold`, no `once_per`,
+    /// `on_locked = "error"`. For registering by hand, as tests do.
     #[doc(hidden)]
     pub const fn new(
         name: &'static str,
@@ -42,30 +87,83 @@ impl DeclaredLock {
         file: &'static str,
         line: u32,
     ) -> Self {
+        let mut decl = DeclaredLock::declare(name, function, file, line);
+        decl.expires = nonzero(Duration::from_secs(expires));
+        decl.wait = match wait {
+            Some(secs) => Some(Duration::from_secs(secs)),
+            None => None,
+        };
+        decl.keepalive = false;
+        decl
+    }
+
+    /// A declaration as `#[locked]` starts it: the defaults of the attribute (a
+    /// [`DEFAULT_JOB_LEASE`] kept alive, no wait). The generated code sets the rest
+    /// through the `const fn`s below, via `lockmgr::__private`.
+    pub(crate) const fn declare(
+        name: &'static str,
+        function: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
         DeclaredLock {
             name,
-            expires,
-            wait,
+            expires: Some(DEFAULT_JOB_LEASE),
+            wait: None,
             function,
             file,
             line,
-            keepalive: false,
+            keepalive: true,
             min_hold: None,
+            once_per: None,
+            on_locked: OnLocked::Error,
         }
     }
 
-    /// The same declaration with `keepalive` and `min_hold`; used by the code
-    /// `#[locked]` generates.
-    #[doc(hidden)]
-    pub const fn with_liveness(mut self, keepalive: bool, min_hold: Option<u64>) -> Self {
-        self.keepalive = keepalive;
-        self.min_hold = min_hold;
+    /// `expires = …`: zero never expires.
+    pub(crate) const fn with_expires(mut self, expires: Duration) -> Self {
+        self.expires = nonzero(expires);
+        self
+    }
+
+    /// `keepalive = false` without `expires`: the seed's 600 s, not renewed.
+    pub(crate) const fn without_keepalive(mut self) -> Self {
+        self.keepalive = false;
+        self.expires = Some(crate::builder::DEFAULT_EXPIRES);
+        self
+    }
+
+    /// `wait = …`.
+    pub(crate) const fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// `min_hold = …`: zero is none.
+    pub(crate) const fn with_min_hold(mut self, min_hold: Duration) -> Self {
+        self.min_hold = nonzero(min_hold);
+        self
+    }
+
+    /// `once_per = …` (which implies `on_locked = "skip"`); zero is refused by the
+    /// attribute, and means no ticks here.
+    pub(crate) const fn with_once_per(mut self, once_per: Duration) -> Self {
+        if !once_per.is_zero() {
+            self.once_per = Some(once_per);
+            self.on_locked = OnLocked::Skip;
+        }
+        self
+    }
+
+    /// `on_locked = "skip"`.
+    pub(crate) const fn skip_when_locked(mut self) -> Self {
+        self.on_locked = OnLocked::Skip;
         self
     }
 
     /// The expiry as a duration; `None`: never expires.
     pub fn expires_duration(&self) -> Option<Duration> {
-        (self.expires > 0).then(|| Duration::from_secs(self.expires))
+        self.expires
     }
 
     /// Whether a lock name could have been rendered from this template: literal parts
@@ -77,8 +175,24 @@ impl DeclaredLock {
     /// assert!(!decl.matches("job:"));
     /// assert!(!decl.matches("other:42"));
     /// ```
+    ///
+    /// With `once_per`, a tick's row (`name@tick-start`) matches too.
     pub fn matches(&self, name: &str) -> bool {
-        matches_parts(&template_parts(self.name), name)
+        let parts = template_parts(self.name);
+        matches_parts(&parts, name)
+            || (self.once_per.is_some()
+                && name
+                    .rsplit_once('@')
+                    .is_some_and(|(base, _)| matches_parts(&parts, base)))
+    }
+}
+
+/// `None` for zero: the attribute's way of saying "none" (`expires = 0`).
+const fn nonzero(d: Duration) -> Option<Duration> {
+    if d.is_zero() {
+        None
+    } else {
+        Some(d)
     }
 }
 

@@ -60,6 +60,10 @@ struct Inner {
     board: Arc<WakeBoard>,
     /// The longest sleep of a waiter between tries.
     poll_cap: Duration,
+    /// The database clock's offset from this host's, for `once_per` ticks.
+    clock: crate::housekeeping::ClockOffset,
+    /// When expired rows are next removed in the background.
+    cleaner: crate::housekeeping::Cleaner,
 }
 
 impl fmt::Debug for LockStore {
@@ -139,6 +143,7 @@ pub struct LockStoreBuilder {
     locked_by: Option<String>,
     migrate: bool,
     poll_cap: Option<Duration>,
+    auto_clean: Option<Duration>,
 }
 
 impl fmt::Debug for LockStoreBuilder {
@@ -205,6 +210,16 @@ impl LockStoreBuilder {
         self
     }
 
+    /// How often, at most, the store removes expired rows in the background while it is
+    /// used (default [`DEFAULT_AUTO_CLEAN`], 30 s; `None`: never, as before
+    /// [`LockStore::clean_locks`] was the only way). The removal runs on a short-lived
+    /// thread of its own, in batches of at most 500 rows, by the database clock, so an
+    /// acquisition never waits for it.
+    pub fn auto_clean(mut self, every: Option<Duration>) -> Self {
+        self.auto_clean = every.filter(|d| !d.is_zero());
+        self
+    }
+
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
@@ -225,10 +240,17 @@ impl LockStoreBuilder {
                 locked_by,
                 board,
                 poll_cap,
+                clock: crate::housekeeping::ClockOffset::default(),
+                cleaner: crate::housekeeping::Cleaner::new(self.auto_clean),
             }),
         })
     }
 }
+
+/// How often, at most, a store in use removes expired rows by default: every 30 s, so
+/// that an expired row is gone within about a minute; see
+/// [`LockStoreBuilder::auto_clean`].
+pub const DEFAULT_AUTO_CLEAN: Duration = Duration::from_secs(30);
 
 /// The host name, which is what `locked_by` says unless told otherwise.
 pub(crate) fn default_locked_by() -> String {
@@ -272,6 +294,7 @@ impl LockStore {
             locked_by: None,
             migrate: true,
             poll_cap: None,
+            auto_clean: Some(DEFAULT_AUTO_CLEAN),
         }
     }
 
@@ -645,6 +668,9 @@ impl LockStore {
             })
         });
         let outcome = events::failed("acquire", spec.name, outcome)?;
+        if self.inner.cleaner.due() {
+            crate::housekeeping::clean_in_background(self.clone());
+        }
         // The callers log the outcome, with how many tries it took.
         let now = Instant::now();
         Ok(match outcome {
@@ -665,6 +691,32 @@ impl LockStore {
             crate::wakeup::spawn_pg_listener(&self.inner.board, self.inner.url.target.clone());
         }
         self.inner.board.ticket(name)
+    }
+
+    /// The database clock now, estimated as this host's clock plus an offset measured
+    /// with one query at most every 30 s (SQLite: this host's clock, which is the one its
+    /// statements use). For `once_per` ticks.
+    pub(crate) fn database_now_estimate(&self) -> Result<chrono::DateTime<chrono::Utc>> {
+        if self.inner.url.backend == Backend::Sqlite {
+            return Ok(chrono::Utc::now());
+        }
+        self.inner
+            .clock
+            .now(|| self.with_conn(|conn| conn.database_now().db()))
+    }
+
+    /// Delete up to `limit` expired rows; how many went. Waiters are woken when any did.
+    pub(crate) fn clean_batch(&self, limit: i64) -> Result<usize> {
+        let cleaned = self.with_conn(|conn| conn.clean_expired_batch(limit).db())?;
+        if cleaned > 0 {
+            self.inner.board.wake_all();
+        }
+        Ok(cleaned)
+    }
+
+    /// The store's auto-clean schedule.
+    pub(crate) fn cleaner(&self) -> &crate::housekeeping::Cleaner {
+        &self.inner.cleaner
     }
 
     fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {

@@ -13,6 +13,18 @@
 //!   the counter file, and removes the marker. `--start-at` makes copies started one
 //!   by one begin together.
 //!
+//! - `cron-tick --url URL --first-tick K --ticks N [--jitter-ms J]`: fire the
+//!   `#[locked(name = "cron-test:tick", once_per = "2s")]` job at ticks K to K+N-1 of
+//!   2 s, each at its start by this process's wall clock (plus a random delay of up
+//!   to J ms, default 100: a scheduler's jitter), as a cron scheduler would. Prints
+//!   `fire K` for every fire, `ran K` from the body (which works 0.5 s), and
+//!   `error K: …` for a call that failed (and then goes on). Run it under libfaketime
+//!   to shift its clock.
+//!
+//! - `hold --url URL`: call a `#[locked(name = "crash-test:job")]` function with the
+//!   defaults (a 60 s lease kept alive) whose body prints `holding` and then sleeps for
+//!   an hour, for a test to kill the process mid-run.
+//!
 //! Exit status: 0 when every call succeeded; 3 when an overlap was seen; 1 on any
 //! other error (usage, database, files), with a one-line message on stderr.
 
@@ -106,6 +118,62 @@ fn locked_counter(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// A job with the attribute's defaults that runs until the process is killed.
+#[locked(name = "crash-test:job", store = store)]
+fn hold_forever(store: &LockStore) -> Result<(), WorkerError> {
+    println!("holding");
+    std::thread::sleep(Duration::from_secs(3600));
+    Ok(())
+}
+
+/// The tick length of `cron-tick`.
+const TICK: Duration = Duration::from_secs(2);
+
+/// A job fired on every replica at every tick: at most one run per tick.
+#[locked(name = "cron-test:tick", once_per = TICK, store = store)]
+fn tick(store: &LockStore, fired: i64) -> Result<(), WorkerError> {
+    println!("ran {fired}");
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(())
+}
+
+fn cron_tick(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
+    let url = required(flags, "url")?;
+    let first: i64 = number(flags, "first-tick")?
+        .ok_or_else(|| WorkerError::Usage("--first-tick is required".into()))?;
+    let ticks: i64 = number(flags, "ticks")?.unwrap_or(30);
+    let jitter_ms: u64 = number(flags, "jitter-ms")?.unwrap_or(100);
+    let store = LockStore::open(url)?;
+    let period_ms = TICK.as_millis() as i64;
+    let mut errors = 0;
+    for k in first..first + ticks {
+        // This process's wall clock (shifted under libfaketime) says when to fire.
+        let fire_at =
+            UNIX_EPOCH + Duration::from_millis((k * period_ms) as u64 + random_below(jitter_ms));
+        if let Ok(wait) = fire_at.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+        println!("fire {k}");
+        if let Err(err) = tick(&store, k) {
+            println!("error {k}: {err}");
+            errors += 1;
+        }
+    }
+    if errors > 0 {
+        return Err(WorkerError::Usage(format!("{errors} calls failed")));
+    }
+    Ok(())
+}
+
+/// A random number below `n` (0 when `n` is 0).
+fn random_below(n: u64) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mixed = nanos.wrapping_mul(6_364_136_223_846_793_005) ^ u64::from(std::process::id());
+    mixed.checked_rem(n).unwrap_or(0)
+}
+
 fn required<'a>(flags: &'a HashMap<String, String>, name: &str) -> Result<&'a str, WorkerError> {
     flags
         .get(name)
@@ -150,6 +218,8 @@ fn run(args: &[String]) -> Result<(), WorkerError> {
     let flags = parse_flags(rest)?;
     match mode.as_str() {
         "locked-counter" => locked_counter(&flags),
+        "cron-tick" => cron_tick(&flags),
+        "hold" => hold_forever(&LockStore::open(required(&flags, "url")?)?),
         other => Err(WorkerError::Usage(format!("unknown mode {other:?}"))),
     }
 }

@@ -61,6 +61,13 @@ impl From<NaiveRow> for LockRow {
     }
 }
 
+/// The one column of a `SELECT <naive UTC time> AS value` query.
+#[derive(QueryableByName)]
+pub(crate) struct NaiveTime {
+    #[diesel(sql_type = Timestamp)]
+    pub(crate) value: NaiveDateTime,
+}
+
 /// The one boolean column of an `EXISTS (…) AS value` query.
 #[derive(QueryableByName)]
 pub(crate) struct Flag {
@@ -130,6 +137,13 @@ pub(crate) trait LockConn {
 
     /// Delete every row; how many.
     fn delete_all(&mut self) -> QueryResult<usize>;
+
+    /// Delete at most `limit` expired rows (by the database clock), without waiting
+    /// for rows another transaction is writing where the backend allows; how many.
+    fn clean_expired_batch(&mut self, limit: i64) -> QueryResult<usize>;
+
+    /// The database clock now.
+    fn database_now(&mut self) -> QueryResult<DateTime<Utc>>;
 
     /// Extend the expiry of a row; `None` when no row matched.
     fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>>;

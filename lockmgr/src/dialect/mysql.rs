@@ -24,7 +24,7 @@ use diesel::sql_types::{BigInt, Nullable};
 use diesel::{OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, Flag, LockConn, NaiveRow, NaiveTime, ReleaseRequest, RenewRequest};
 use crate::error::{Error, InTransaction, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -248,6 +248,19 @@ impl LockConn for MysqlConnection {
         write(self, |conn| {
             Stmt::new("DELETE FROM lockmgr_lock").execute(conn)
         })
+    }
+
+    fn clean_expired_batch(&mut self, limit: i64) -> QueryResult<usize> {
+        write(self, |conn| {
+            Stmt::new("DELETE FROM lockmgr_lock WHERE locked_until <= UTC_TIMESTAMP(6) LIMIT ")
+                .bind_opt_bigint(Some(limit))
+                .execute(conn)
+        })
+    }
+
+    fn database_now(&mut self) -> QueryResult<chrono::DateTime<chrono::Utc>> {
+        let now = Stmt::new("SELECT UTC_TIMESTAMP(6) AS value");
+        Ok(now.get_result::<NaiveTime>(self)?.value.and_utc())
     }
 
     /// Two round trips: the update, then (when it matched a row) a read of that row.

@@ -56,6 +56,12 @@ impl From<PgRow> for LockRow {
     }
 }
 
+#[derive(QueryableByName)]
+struct PgTime {
+    #[diesel(sql_type = Timestamptz)]
+    value: DateTime<Utc>,
+}
+
 /// A statement that reads the whole table: sequential scans are off on lockmgr's
 /// connections (see conn.rs), so allow them again for this one.
 fn whole_table(conn: &mut PgConnection, sql: &'static str) -> QueryResult<usize> {
@@ -197,6 +203,28 @@ impl LockConn for PgConnection {
 
     fn delete_all(&mut self) -> QueryResult<usize> {
         whole_table(self, "DELETE FROM lockmgr_lock")
+    }
+
+    fn clean_expired_batch(&mut self, limit: i64) -> QueryResult<usize> {
+        // Rows being acquired or released right now are skipped, not waited for; the
+        // outer test re-checks each row under its lock. It reads the whole table:
+        // sequential scans are allowed for this one statement.
+        self.transaction(|conn| {
+            conn.batch_execute("SET LOCAL enable_seqscan = on")?;
+            Stmt::new(
+                "DELETE FROM lockmgr_lock WHERE name IN (SELECT name FROM lockmgr_lock \
+                 WHERE locked_until <= now() LIMIT ",
+            )
+            .bind_opt_bigint(Some(limit))
+            .sql(" FOR UPDATE SKIP LOCKED) AND locked_until <= now()")
+            .execute(conn)
+        })
+    }
+
+    fn database_now(&mut self) -> QueryResult<DateTime<Utc>> {
+        Ok(Stmt::new("SELECT now() AS value")
+            .get_result::<PgTime>(self)?
+            .value)
     }
 
     fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>> {

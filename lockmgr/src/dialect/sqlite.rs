@@ -9,7 +9,7 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Stmt;
-use super::{AcquireRequest, Flag, LockConn, NaiveRow, ReleaseRequest, RenewRequest};
+use super::{AcquireRequest, Flag, LockConn, NaiveRow, NaiveTime, ReleaseRequest, RenewRequest};
 use crate::error::{Error, InTransaction, Result};
 use crate::migrate::MigrationError;
 use crate::model::LockRow;
@@ -147,6 +147,23 @@ impl LockConn for SqliteConnection {
 
     fn delete_all(&mut self) -> QueryResult<usize> {
         Stmt::new("DELETE FROM lockmgr_lock").execute(self)
+    }
+
+    fn clean_expired_batch(&mut self, limit: i64) -> QueryResult<usize> {
+        Stmt::new(
+            "DELETE FROM lockmgr_lock WHERE name IN \
+             (SELECT name FROM lockmgr_lock WHERE locked_until <= ",
+        )
+        .sql(NOW)
+        .sql(" LIMIT ")
+        .bind_opt_bigint(Some(limit))
+        .sql(")")
+        .execute(self)
+    }
+
+    fn database_now(&mut self) -> QueryResult<chrono::DateTime<chrono::Utc>> {
+        let now = Stmt::new("SELECT ").sql(NOW).sql(" AS value");
+        Ok(now.get_result::<NaiveTime>(self)?.value.and_utc())
     }
 
     fn renew(&mut self, req: &RenewRequest<'_>) -> QueryResult<Option<LockRow>> {

@@ -17,5 +17,5 @@ fn main() {
     assert!(again.is_locked(), "min_hold keeps the lock after the call: {again}");
     let decl = lockmgr::declared_locks().into_iter().find(|d| d.name == "cron:{job}").unwrap();
     assert!(decl.keepalive);
-    assert_eq!(decl.min_hold, Some(60));
+    assert_eq!(decl.min_hold, Some(Duration::from_secs(60)));
 }
