@@ -280,3 +280,46 @@ fn a_failed_release_is_a_warning_with_the_error() {
     let op = one(name, "lockmgr: operation failed");
     assert_eq!((op.level, op.field("op")), (Level::DEBUG, Some("release")));
 }
+
+/// A sync `#[locked(wait = …)]` job whose store is given.
+#[lockmgr::locked(name = "blocking:job", wait = 1, store = store)]
+fn sync_waiting_job(store: &lockmgr::LockStore) -> Result<(), lockmgr::Error> {
+    Ok(())
+}
+
+/// Called on a tokio runtime's thread, a sync `#[locked(wait = …)]` function would
+/// stall the runtime while it waits: that is a warning, once per function, naming it
+/// and the async alternative. On the blocking pool, or outside a runtime, it is not.
+#[test]
+fn a_waiting_sync_job_on_a_runtime_thread_warns_once() {
+    let (_db, store) = store();
+    let warnings = || -> Vec<Event> {
+        captured()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.level == Level::WARN
+                    && e.field("function")
+                        .is_some_and(|f| f.ends_with("sync_waiting_job"))
+            })
+            .cloned()
+            .collect()
+    };
+    sync_waiting_job(&store).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let on_pool = store.clone();
+    let on_pool = runtime.spawn_blocking(move || sync_waiting_job(&on_pool));
+    runtime.block_on(on_pool).unwrap().unwrap();
+    assert!(warnings().is_empty(), "{:#?}", warnings());
+    runtime.block_on(async {
+        sync_waiting_job(&store).unwrap();
+        sync_waiting_job(&store).unwrap();
+    });
+    let found = warnings();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].message.contains("async fn"), "{:?}", found[0]);
+}
