@@ -81,6 +81,14 @@ impl Sleep {
             registered: None,
         }
     }
+
+    /// A sleep that ends at `deadline`.
+    pub(crate) fn until(deadline: Instant) -> Self {
+        Sleep {
+            deadline,
+            registered: None,
+        }
+    }
 }
 
 impl Future for Sleep {

@@ -89,6 +89,18 @@ pub enum Error {
     /// A statement failed in the database.
     #[error("database error: {0}")]
     Database(#[source] diesel::result::Error),
+
+    /// A call to the database got no answer in time (the store's
+    /// [`statement_timeout`](crate::LockStoreBuilder::statement_timeout), or less when
+    /// a wait ran out first): the link may be silently broken, or the server stuck.
+    /// The connection was closed. A write that timed out may still have been applied.
+    #[error("no answer from {url} within {after:?}; the connection was closed")]
+    Timeout {
+        /// The URL with any password masked.
+        url: String,
+        /// How long the call was given.
+        after: std::time::Duration,
+    },
 }
 
 impl Error {
@@ -105,6 +117,11 @@ impl Error {
     /// ```
     pub fn is_locked(&self) -> bool {
         matches!(self, Error::Locked { .. })
+    }
+
+    /// Whether this is [`Error::Timeout`]: the database did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 
     /// The lock name this error is about, for the lock outcomes.
