@@ -173,6 +173,12 @@ fn a_keepalive_holder_knows_it_lost_before_anyone_takes_over(db: &TestDb) {
         .unwrap()
         .expect("the lost future never completed");
     assert!(guard.is_lost());
+    println!(
+        "  after the silence: lost {:?} (wait_timeout), {:?} (lost()); taken over {:?}",
+        blocked_lost_at - silenced,
+        awaited_lost_at - silenced,
+        taken_at - silenced
+    );
     for (how, lost_at) in [
         ("wait_timeout", blocked_lost_at),
         ("lost()", awaited_lost_at),
@@ -262,7 +268,7 @@ server_tests!(
 );
 
 // ---------------------------------------------------------------------------------
-// PostgreSQL only: idle_session_timeout, a restart, a server that is down
+// idle_session_timeout (PostgreSQL), a restart, a server that is down (PostgreSQL)
 
 #[test]
 fn release_after_an_idle_session_timeout_leaves_no_row() {
@@ -285,26 +291,40 @@ fn release_after_an_idle_session_timeout_leaves_no_row() {
     assert!(db.store().find_lock("fault:idle").unwrap().is_none());
 }
 
-#[test]
-fn release_during_a_server_restart_leaves_no_row() {
-    let cluster = PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}"));
-    let url = cluster.new_database();
-    let store = LockStore::open(&url).unwrap();
+/// A guard whose lock never expires is dropped while the server is down; the server
+/// comes back a second later. The release must get through.
+fn release_during_a_restart(url: &str, stop: &(dyn Fn() + Sync), restart: &(dyn Fn() + Sync)) {
+    let store = LockStore::open(url).unwrap();
     let guard = store
         .lock_mgr("fault:restart")
         .expires(None)
         .acquire()
         .unwrap();
-    cluster.stop();
+    stop();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             std::thread::sleep(Duration::from_secs(1));
-            cluster.restart();
+            restart();
         });
         drop(guard); // meets a dead connection, then a server that is not up yet
     });
-    let after = LockStore::open(&url).unwrap();
+    let after = LockStore::open(url).unwrap();
     assert!(after.find_lock("fault:restart").unwrap().is_none());
+}
+
+#[test]
+fn release_during_a_server_restart_leaves_no_row() {
+    let cluster = PgCluster::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.new_database();
+    release_during_a_restart(&url, &|| cluster.stop(), &|| cluster.restart());
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mysql_release_during_a_server_restart_leaves_no_row() {
+    let server = testkit::MysqlServer::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let url = server.new_database();
+    release_during_a_restart(&url, &|| server.stop(), &|| server.restart());
 }
 
 #[test]
