@@ -12,6 +12,9 @@
 //! root), a database per test, and a watchdog that kills it and removes its files when
 //! the test process has exited.
 //!
+//! A [`SilentProxy`] sits between a store and its server and can stop forwarding
+//! without closing anything: a silent network partition.
+//!
 //! If a server cannot be started, the tests that need it panic with the reason: a
 //! PostgreSQL or MariaDB test is never silently skipped.
 
@@ -32,6 +35,8 @@ use lockmgr::LockStore;
 mod mysql;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlServer;
+mod proxy;
+pub use proxy::SilentProxy;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh database in the
 /// shared PostgreSQL cluster or MariaDB server.

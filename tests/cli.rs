@@ -9,7 +9,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use assert_cmd::assert::Assert;
 use assert_cmd::Command;
@@ -19,7 +19,7 @@ use diesel::{Connection, PgConnection};
 use lockmgr::{DeclaredLock, LockStore};
 use predicates::prelude::*;
 use serde_json::{json, Value};
-use testkit::{PgCluster, TestDb};
+use testkit::{PgCluster, SilentProxy, TestDb};
 
 // ---------------------------------------------------------------------------------
 // The binaries under test
@@ -1060,6 +1060,27 @@ fn unreachable_database() {
         1,
         "cannot connect to /nonexistent/dir/locks.sqlite3",
     );
+}
+
+#[test]
+fn a_silent_database_is_an_error_not_a_hang() {
+    // The server's link goes silent (no answer, no reset): every command still ends,
+    // within the connect timeout, with a one-line error.
+    let db = TestDb::postgres();
+    let (proxy, url) = SilentProxy::in_front_of(db.url()).unwrap_or_else(|e| panic!("{e}"));
+    proxy.go_silent();
+    let started = Instant::now();
+    let mut cmd = command(lockmgr_bin());
+    cmd.args(["--database-url", &url, "list-locks"]);
+    let (err, out) = fails(
+        &mut cmd,
+        1,
+        "cannot connect to postgres://postgres@127.0.0.1:",
+    );
+    assert!(err.contains("connect"), "{err}");
+    assert_eq!(out, "");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "the command took {took:?}");
 }
 
 #[test]

@@ -211,8 +211,9 @@ fn mysql_restart_under_load() {
 }
 
 /// The server stopped and started again on the same port while 4 processes loop
-/// acquire/release: they see errors during the outage, recover on their own (the pool
-/// drops the dead connections), never overlap, and no lock is left stuck.
+/// acquire/release: they see errors during the outage (but a release is retried
+/// through it), recover on their own (the pool drops the dead connections), never
+/// overlap, and no lock is left stuck.
 fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
     let store = LockStore::open(url).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -238,8 +239,11 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
     let mut total = Tally::default();
     for child in children {
         let (tally, stdout) = finish(child);
+        // A child whose release was under way when the server stopped retries it on
+        // new connections through the restart, and may see no error at all; it must
+        // still have gone on winning.
         assert!(
-            tally.recovered > 0,
+            tally.recovered > 0 || (tally.other == 0 && tally.won > 0),
             "a child never got the lock again after the outage: {stdout}"
         );
         total.add(&tally);

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::wakeup::Ticket;
@@ -22,6 +22,11 @@ pub(crate) async fn sleep(delay: Duration) {
         return;
     }
     futures_timer::Delay::new(delay).await;
+}
+
+/// A timer future that completes at `deadline`, on any executor.
+pub(crate) fn sleep_until(deadline: Instant) -> futures_timer::Delay {
+    futures_timer::Delay::new(deadline.saturating_duration_since(Instant::now()))
 }
 
 /// Wait `delay`, or less if `ticket`'s lock is released meanwhile.
@@ -98,8 +103,6 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`LockMgr`]: how a guarded acquisition is asked for.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::async_support;
 use crate::error::Result;
@@ -154,7 +154,7 @@ impl LockMgr {
     pub fn acquire(self) -> Result<LockGuard> {
         let mut retry = Retry::for_lock(&self.store, &self.name, self.wait);
         loop {
-            match self.try_acquire()? {
+            match self.try_acquire(retry.attempt_until())? {
                 Ok(guard) => {
                     retry.acquired(guard.main_lock());
                     return Ok(guard);
@@ -207,7 +207,8 @@ impl LockMgr {
         let this = Arc::new(self);
         loop {
             let attempt = Arc::clone(&this);
-            match async_support::run_blocking(move || attempt.try_acquire()).await?? {
+            let until = retry.attempt_until();
+            match async_support::run_blocking(move || attempt.try_acquire(until)).await?? {
                 Ok(guard) => {
                     retry.acquired(guard.main_lock());
                     return Ok(guard);
@@ -222,20 +223,22 @@ impl LockMgr {
 
     /// One attempt: the guard when the lock was taken, else the holder in the way.
     /// The guard is made right here so that a lock taken is never left without one.
-    fn try_acquire(&self) -> Result<std::result::Result<LockGuard, Lock>> {
+    /// `until`: the attempt must be over by then (see [`Retry::attempt_until`]).
+    fn try_acquire(&self, until: Option<Instant>) -> Result<std::result::Result<LockGuard, Lock>> {
         Ok(self
             .store
-            .acquire_once(&self.spec())?
+            .acquire_once(&self.spec(until))?
             .map(|lock| LockGuard::new(self.store.clone(), lock, self.settings())))
     }
 
-    fn spec(&self) -> AcquireSpec<'_> {
+    fn spec(&self, until: Option<Instant>) -> AcquireSpec<'_> {
         AcquireSpec {
             name: &self.name,
             expires: self.expires,
             locked_by: self.locked_by.as_deref(),
             lock_process: self.lock_process,
             waiting: self.wait.is_some(),
+            until,
         }
     }
 
@@ -268,6 +271,7 @@ impl GuardSettings {
             locked_by: self.locked_by.as_deref(),
             lock_process: self.lock_process,
             waiting: false,
+            until: None,
         }
     }
 }

@@ -4,7 +4,14 @@
 //! path stays at one round trip per statement. A connection whose statement failed
 //! because the link is gone (server restarted, socket closed) is marked broken and
 //! dropped when it goes back, so the pool reconnects on its own.
+//!
+//! Every call is bounded in time: checkout by `connection_timeout`, connecting by
+//! `connect_timeout` (libpq's own, and the [watchdog](crate::watchdog) for MySQL), and
+//! each call on a connection by `statement_timeout` (the watchdog shuts the socket of
+//! a call that overruns). SQLite has no socket: its `busy_timeout` bounds a call.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::{Connection, SimpleConnection};
@@ -17,7 +24,8 @@ use diesel::sqlite::SqliteConnection;
 
 use crate::database_url::{Backend, DatabaseUrl};
 use crate::dialect::LockConn;
-use crate::error::{Error, Result};
+use crate::error::{DbResult, Error, Result};
+use crate::watchdog::{self, Armed, Snapshot, Socket};
 
 /// Pool and connection settings; see [`LockStoreBuilder`](crate::LockStoreBuilder).
 #[derive(Debug, Clone)]
@@ -25,10 +33,17 @@ pub(crate) struct PoolOptions {
     pub(crate) max_size: u32,
     pub(crate) connection_timeout: Duration,
     pub(crate) busy_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) statement_timeout: Duration,
     /// SQLite: `PRAGMA max_page_count` on every connection (tests make the database
     /// "full" on demand with it).
     pub(crate) sqlite_max_page_count: Option<u32>,
 }
+
+/// The default of [`LockStoreBuilder::connect_timeout`](crate::LockStoreBuilder::connect_timeout).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of [`LockStoreBuilder::statement_timeout`](crate::LockStoreBuilder::statement_timeout).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for PoolOptions {
     fn default() -> Self {
@@ -36,6 +51,8 @@ impl Default for PoolOptions {
             max_size: 10,
             connection_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
             sqlite_max_page_count: None,
         }
     }
@@ -45,16 +62,82 @@ impl Default for PoolOptions {
 pub(crate) struct Managed<C> {
     pub(crate) conn: C,
     broken: bool,
+    /// Our handle on the connection's socket, for the watchdog; `None` for SQLite, or
+    /// when the socket could not be told apart (then calls are not bounded by lockmgr).
+    socket: Option<Arc<Socket>>,
 }
 
 /// Per-connection setup run right after connecting (SQLite pragmas, MySQL session
 /// settings).
-type Setup<C> = Box<dyn Fn(&mut C) -> diesel::QueryResult<()> + Send + Sync>;
+type Setup<C> = Arc<dyn Fn(&mut C) -> diesel::QueryResult<()> + Send + Sync>;
 
 /// Connects with diesel, then runs the backend's per-connection setup.
 pub(crate) struct Manager<C> {
     target: String,
     setup: Setup<C>,
+    /// Network backends: the watchdog bounds connecting and each call.
+    watch: Option<Watch>,
+}
+
+impl<C> Clone for Manager<C> {
+    fn clone(&self) -> Self {
+        Manager {
+            target: self.target.clone(),
+            setup: Arc::clone(&self.setup),
+            watch: self.watch.clone(),
+        }
+    }
+}
+
+/// How the watchdog bounds the connections of a network backend.
+#[derive(Clone)]
+struct Watch {
+    /// The server's TCP port, when the URL says which (only sockets to it are ours).
+    port: Option<u16>,
+    /// A connect still running this long after it began is cut.
+    connect: Duration,
+    /// The per-connection setup statements are bounded by this.
+    statement: Duration,
+}
+
+impl<C> Manager<C>
+where
+    C: Connection + R2D2Connection + Send + 'static,
+{
+    /// Establish, find the connection's socket, run the setup; one attempt.
+    fn establish_watched(&self, watch: &Watch) -> std::result::Result<Managed<C>, r2d2::Error> {
+        let snapshot = Arc::new(Snapshot::take(watch.port));
+        let armed = watchdog::arm_connect(&snapshot, Instant::now() + watch.connect);
+        let established = C::establish(&self.target);
+        let fired = armed.is_some_and(Armed::disarm);
+        let conn = match established {
+            Ok(_) | Err(_) if fired => {
+                return Err(r2d2::Error::ConnectionError(
+                    diesel::ConnectionError::BadConnection(format!(
+                        "no answer within the connect timeout ({:?})",
+                        watch.connect
+                    )),
+                ))
+            }
+            Ok(conn) => conn,
+            Err(err) => return Err(r2d2::Error::ConnectionError(err)),
+        };
+        let mut managed = Managed {
+            conn,
+            broken: false,
+            socket: snapshot.opened_socket(),
+        };
+        let setup = Arc::clone(&self.setup);
+        run_watched(&mut managed, watch.statement, |conn| setup(conn).db()).map_err(
+            |err| match err {
+                Error::Database(err) => r2d2::Error::QueryError(err.into_driver()),
+                other => r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(
+                    other.to_string(),
+                )),
+            },
+        )?;
+        Ok(managed)
+    }
 }
 
 impl<C> ManageConnection for Manager<C>
@@ -65,12 +148,37 @@ where
     type Error = r2d2::Error;
 
     fn connect(&self) -> std::result::Result<Managed<C>, r2d2::Error> {
-        let mut conn = C::establish(&self.target).map_err(r2d2::Error::ConnectionError)?;
-        (self.setup)(&mut conn).map_err(r2d2::Error::QueryError)?;
-        Ok(Managed {
-            conn,
-            broken: false,
-        })
+        let Some(watch) = &self.watch else {
+            let mut conn = C::establish(&self.target).map_err(r2d2::Error::ConnectionError)?;
+            (self.setup)(&mut conn).map_err(r2d2::Error::QueryError)?;
+            return Ok(Managed {
+                conn,
+                broken: false,
+                socket: None,
+            });
+        };
+        if !watchdog::supported() {
+            warn_unwatched("this system has no /proc/self/fd");
+            let mut unwatched = self.clone();
+            unwatched.watch = None;
+            return unwatched.connect();
+        }
+        // One connect at a time to this server port in this process, so that the socket
+        // each one opened can be told apart. Another thread of the application may
+        // still open a socket to the same port meanwhile: then try again.
+        let serial = watchdog::serialize_connects(watch.port);
+        let _one_at_a_time = serial.lock().unwrap_or_else(|p| p.into_inner());
+        let mut attempt = 0;
+        loop {
+            let managed = self.establish_watched(watch)?;
+            attempt += 1;
+            if managed.socket.is_some() || attempt == 3 {
+                if managed.socket.is_none() {
+                    warn_unwatched("its socket could not be told apart from others");
+                }
+                return Ok(managed);
+            }
+        }
     }
 
     fn is_valid(&self, conn: &mut Managed<C>) -> std::result::Result<(), r2d2::Error> {
@@ -83,12 +191,29 @@ where
     }
 }
 
+/// A connection whose calls lockmgr cannot bound: said once per process, at warn.
+fn warn_unwatched(reason: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            reason,
+            "lockmgr: a database connection is not watched: its calls are bounded only by the driver's own timeouts"
+        );
+    });
+}
+
+/// A pool and the manager that fills it (to connect afresh outside the pool).
+pub(crate) struct Pooled<C: Connection + R2D2Connection + Send + 'static> {
+    pool: r2d2::Pool<Manager<C>>,
+    manager: Manager<C>,
+}
+
 /// The pool of one store.
 pub(crate) enum Pool {
-    Postgres(r2d2::Pool<Manager<PgConnection>>),
-    Sqlite(r2d2::Pool<Manager<SqliteConnection>>),
+    Postgres(Pooled<PgConnection>),
+    Sqlite(Pooled<SqliteConnection>),
     #[cfg(feature = "mysql")]
-    Mysql(r2d2::Pool<Manager<MysqlConnection>>),
+    Mysql(Pooled<MysqlConnection>),
 }
 
 impl Pool {
@@ -102,7 +227,7 @@ impl Pool {
         match url.backend {
             Backend::Postgres => {
                 let manager = Manager::<PgConnection> {
-                    target: url.target.clone(),
+                    target: with_libpq_settings(&url.target, options.connect_timeout),
                     // diesel already sets `TIME ZONE 'UTC'` and UTF-8 on every new
                     // connection. Lock statements are prepared once per connection and
                     // PostgreSQL soon reuses one generic plan for them: if that plan was
@@ -110,17 +235,24 @@ impl Pool {
                     // kept after the table grows to thousands of locks (measured: 13×
                     // slower at 100,000). Every lock statement has a primary-key path, so
                     // rule sequential scans out for this session.
-                    setup: Box::new(|conn| conn.batch_execute("SET enable_seqscan = off")),
+                    setup: Arc::new(|conn| conn.batch_execute("SET enable_seqscan = off")),
+                    // libpq's connect_timeout bounds connecting; the watchdog is the
+                    // backstop, a second later.
+                    watch: Some(Watch {
+                        port: server_port(&url.target, 5432),
+                        connect: Duration::from_secs(libpq_seconds(options.connect_timeout) + 1),
+                        statement: options.statement_timeout,
+                    }),
                 };
-                let applied = first_connection(&manager, url, migrate)?;
+                let applied = first_connection(&manager, url, options, migrate)?;
                 Ok((
-                    Pool::Postgres(build(manager, options, options.max_size)),
+                    Pool::Postgres(Pooled::new(manager, options, options.max_size)),
                     applied,
                 ))
             }
             Backend::Sqlite => {
                 let manager = sqlite_manager(&url.target, url, options);
-                let (manager, applied) = match first_connection(&manager, url, migrate) {
+                let (manager, applied) = match first_connection(&manager, url, options, migrate) {
                     Ok(applied) => (manager, applied),
                     Err(err) => {
                         // A database on read-only storage whose shared-memory index
@@ -131,7 +263,8 @@ impl Pool {
                         let mut read_only = url.clone();
                         read_only.read_only = true;
                         let manager = sqlite_manager(&target, &read_only, options);
-                        let applied = first_connection(&manager, url, migrate).map_err(|_| err)?;
+                        let applied =
+                            first_connection(&manager, url, options, migrate).map_err(|_| err)?;
                         tracing::info!(
                             url = %url.masked,
                             "lockmgr: the SQLite database is on read-only storage; opened read-only"
@@ -141,18 +274,19 @@ impl Pool {
                 };
                 // `:memory:` is one database per connection: keep exactly one.
                 let size = if url.in_memory { 1 } else { options.max_size };
-                let pool = build(manager, options, size);
+                let pooled = Pooled::new(manager, options, size);
                 if url.in_memory {
                     // The migrated connection above is gone with its database; the
                     // pool's only connection must carry the table itself.
-                    let mut conn = pool
+                    let mut conn = pooled
+                        .pool
                         .get()
                         .map_err(|e| connection_error(url, &e.to_string()))?;
                     conn.conn
                         .migrate()
                         .map_err(|e| migration_error(url, &e.to_string()))?;
                 }
-                Ok((Pool::Sqlite(pool), applied))
+                Ok((Pool::Sqlite(pooled), applied))
             }
             #[cfg(feature = "mysql")]
             Backend::Mysql => {
@@ -163,16 +297,23 @@ impl Pool {
                     // committed row (see dialect/mysql.rs). A fixed sql_mode: strict,
                     // and none of ANSI_QUOTES, PIPES_AS_CONCAT… whatever the server's
                     // default is. One round trip, once per connection.
-                    setup: Box::new(|conn| {
+                    setup: Arc::new(|conn| {
                         conn.batch_execute(
                             "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; \
                              SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
                         )
                     }),
+                    // diesel offers no way to set the MySQL client's own timeouts:
+                    // the watchdog bounds connecting as well as each call.
+                    watch: Some(Watch {
+                        port: server_port(&url.target, 3306),
+                        connect: options.connect_timeout,
+                        statement: options.statement_timeout,
+                    }),
                 };
-                let applied = first_connection(&manager, url, migrate)?;
+                let applied = first_connection(&manager, url, options, migrate)?;
                 Ok((
-                    Pool::Mysql(build(manager, options, options.max_size)),
+                    Pool::Mysql(Pooled::new(manager, options, options.max_size)),
                     applied,
                 ))
             }
@@ -187,39 +328,224 @@ impl Pool {
         }
     }
 
-    /// Run `f` on a pooled connection.
+    /// Run `f` on a pooled connection (or, when `from` says so, on a new connection
+    /// made for it), within the store's timeouts.
     pub(crate) fn with_conn<R>(
         &self,
         url: &DatabaseUrl,
+        options: &PoolOptions,
+        from: Checkout,
         f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
     ) -> Result<R> {
         match self {
-            Pool::Postgres(pool) => run_on(pool, url, f),
-            Pool::Sqlite(pool) => run_on(pool, url, f),
+            Pool::Postgres(pooled) => pooled.run(url, options, from, f),
+            Pool::Sqlite(pooled) => pooled.run(url, options, from, f),
             #[cfg(feature = "mysql")]
-            Pool::Mysql(pool) => run_on(pool, url, f),
+            Pool::Mysql(pooled) => pooled.run(url, options, from, f),
         }
     }
 }
 
-fn run_on<C, R>(
-    pool: &r2d2::Pool<Manager<C>>,
-    url: &DatabaseUrl,
-    f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
-) -> Result<R>
+/// Where a call gets its connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Checkout {
+    /// From the pool; the call must be over by the instant given, if any (its
+    /// checkout and statement timeouts are cut to fit).
+    Pooled(Option<Instant>),
+    /// A new connection, not from the pool (which may hold more connections as dead
+    /// as the one that just failed), dropped after the call.
+    Fresh,
+}
+
+impl<C> Pooled<C>
 where
     C: Connection + R2D2Connection + LockConn + Send + 'static,
 {
-    let mut conn = pool
-        .get()
-        .map_err(|e| connection_error(url, &e.to_string()))?;
+    fn new(manager: Manager<C>, options: &PoolOptions, size: u32) -> Self {
+        let pool = r2d2::Pool::builder()
+            .max_size(size.max(1))
+            .min_idle(Some(0))
+            .test_on_check_out(false)
+            .connection_timeout(options.connection_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager.clone());
+        Pooled { pool, manager }
+    }
+
+    fn run<R>(
+        &self,
+        url: &DatabaseUrl,
+        options: &PoolOptions,
+        from: Checkout,
+        f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
+    ) -> Result<R> {
+        let until = match from {
+            Checkout::Pooled(until) => until,
+            Checkout::Fresh => {
+                let mut conn = self
+                    .manager
+                    .connect()
+                    .map_err(|e| connection_error(url, &e.to_string()))?;
+                return run_watched(&mut conn, options.statement_timeout, |c| f(c))
+                    .map_err(|e| with_url(e, url));
+            }
+        };
+        let left = |limit: Duration| match until {
+            Some(until) => limit.min(until.saturating_duration_since(Instant::now())),
+            None => limit,
+        };
+        let mut conn = self
+            .pool
+            .get_timeout(left(options.connection_timeout).max(Duration::from_millis(1)))
+            .map_err(|e| connection_error(url, &e.to_string()))?;
+        run_watched(&mut conn, left(options.statement_timeout), |c| f(c))
+            .map_err(|e| with_url(e, url))
+    }
+}
+
+/// Run `f` on `conn`, the watchdog cutting it off after `timeout`. A connection whose
+/// link is gone, or that was cut off, is marked broken (the pool drops it).
+fn run_watched<C, R>(
+    conn: &mut Managed<C>,
+    timeout: Duration,
+    f: impl FnOnce(&mut C) -> Result<R>,
+) -> Result<R> {
+    let armed = conn
+        .socket
+        .as_ref()
+        .and_then(|socket| watchdog::arm(socket, Instant::now() + timeout));
     let result = f(&mut conn.conn);
+    let cut_off = armed.is_some_and(Armed::disarm);
+    if cut_off || conn.socket.as_ref().is_some_and(|s| s.tripped()) {
+        conn.broken = true;
+        if result.is_err() {
+            return Err(Error::Timeout {
+                url: String::new(),
+                after: timeout,
+            });
+        }
+    }
     if let Some(err) = result.as_ref().err().and_then(Error::driver) {
         if link_is_gone(err) {
             conn.broken = true;
         }
     }
     result
+}
+
+/// Fill in the URL of a [`Error::Timeout`] made below the store.
+fn with_url(err: Error, url: &DatabaseUrl) -> Error {
+    match err {
+        Error::Timeout { after, .. } => Error::Timeout {
+            url: url.masked.clone(),
+            after,
+        },
+        other => other,
+    }
+}
+
+/// Whether `err` says the connection went away under the call: the call never got
+/// its answer, and may be tried again on a new connection.
+pub(crate) fn link_lost(err: &Error) -> bool {
+    err.driver().is_some_and(link_is_gone)
+}
+
+/// libpq's `connect_timeout` is whole seconds, at least 2.
+fn libpq_seconds(timeout: Duration) -> u64 {
+    timeout.as_secs_f64().ceil().max(2.0) as u64
+}
+
+/// The PostgreSQL URL with lockmgr's client-side settings added, unless the URL sets
+/// them itself: `connect_timeout`, and TCP keepalives and `tcp_user_timeout` so that
+/// an idle pooled connection across a dead link is noticed within about a minute.
+/// All are libpq's own (nothing is sent to the server, so PgBouncer accepts them).
+fn with_libpq_settings(target: &str, connect_timeout: Duration) -> String {
+    let is_url = target.contains("://");
+    let present: HashSet<String> = if is_url {
+        url::Url::parse(target)
+            .map(|u| u.query_pairs().map(|(key, _)| key.into_owned()).collect())
+            .unwrap_or_default()
+    } else {
+        conninfo_keys(target)
+    };
+    let connect_timeout = libpq_seconds(connect_timeout).to_string();
+    let settings = [
+        ("connect_timeout", connect_timeout.as_str()),
+        ("keepalives", "1"),
+        ("keepalives_idle", "30"),
+        ("keepalives_interval", "10"),
+        ("keepalives_count", "3"),
+        ("tcp_user_timeout", "30000"),
+    ];
+    let mut out = target.to_string();
+    for (key, value) in settings {
+        if !present.contains(key) {
+            if is_url {
+                out.push(if out.contains('?') { '&' } else { '?' });
+            } else {
+                out.push(' ');
+            }
+            out.push_str(key);
+            out.push('=');
+            out.push_str(value);
+        }
+    }
+    out
+}
+
+/// The keys of a libpq `key=value …` connection string.
+fn conninfo_keys(conninfo: &str) -> HashSet<String> {
+    conninfo_pairs(conninfo).map(|(key, _)| key).collect()
+}
+
+/// The `key=value` pairs of a libpq connection string (values unquoted).
+fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    let mut rest = conninfo.trim_start();
+    std::iter::from_fn(move || {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_string();
+        let after = after.trim_start();
+        let (value, tail) = match after.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut chars = quoted.char_indices();
+                let mut end = quoted.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => value.extend(chars.next().map(|(_, c)| c)),
+                        '\'' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => value.push(c),
+                    }
+                }
+                (value, &quoted[end.min(quoted.len())..])
+            }
+            None => {
+                let end = after.find(char::is_whitespace).unwrap_or(after.len());
+                (after[..end].to_string(), &after[end..])
+            }
+        };
+        rest = tail.trim_start();
+        Some((key, value))
+    })
+}
+
+/// The TCP port a URL connects to (`default` when it names none); `None` when that
+/// cannot be told (several hosts, a malformed URL).
+fn server_port(target: &str, default: u16) -> Option<u16> {
+    if !target.contains("://") {
+        return match conninfo_pairs(target).find(|(key, _)| key == "port") {
+            Some((_, port)) => port.parse().ok(),
+            None => Some(default),
+        };
+    }
+    let parsed = url::Url::parse(target).ok()?;
+    if let Some((_, port)) = parsed.query_pairs().find(|(key, _)| key == "port") {
+        return port.parse().ok();
+    }
+    Some(parsed.port().unwrap_or(default))
 }
 
 /// The pool manager of a SQLite database: connect to `target`, then set the
@@ -235,7 +561,7 @@ fn sqlite_manager(
     let max_page_count = options.sqlite_max_page_count;
     Manager {
         target: target.to_string(),
-        setup: Box::new(move |conn| {
+        setup: Arc::new(move |conn| {
             // busy_timeout first: switching to WAL needs a lock another process may
             // hold for a moment.
             conn.batch_execute(&format!("PRAGMA busy_timeout = {busy_ms};"))?;
@@ -252,6 +578,8 @@ fn sqlite_manager(
             }
             Ok(())
         }),
+        // No socket: busy_timeout bounds a call.
+        watch: None,
     }
 }
 
@@ -320,6 +648,7 @@ fn link_is_gone(err: &DieselError) -> bool {
 fn first_connection<C>(
     manager: &Manager<C>,
     url: &DatabaseUrl,
+    options: &PoolOptions,
     migrate: bool,
 ) -> Result<Vec<String>>
 where
@@ -331,22 +660,11 @@ where
     if !migrate {
         return Ok(Vec::new());
     }
-    conn.conn
-        .migrate()
-        .map_err(|e| migration_error(url, &e.to_string()))
-}
-
-fn build<C>(manager: Manager<C>, options: &PoolOptions, size: u32) -> r2d2::Pool<Manager<C>>
-where
-    C: Connection + R2D2Connection + Send + 'static,
-{
-    r2d2::Pool::builder()
-        .max_size(size.max(1))
-        .min_idle(Some(0))
-        .test_on_check_out(false)
-        .connection_timeout(options.connection_timeout)
-        .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager)
+    run_watched(&mut conn, options.statement_timeout, |conn| {
+        conn.migrate()
+            .map_err(|e| migration_error(url, &e.to_string()))
+    })
+    .map_err(|e| with_url(e, url))
 }
 
 pub(crate) fn connection_error(url: &DatabaseUrl, message: &str) -> Error {
@@ -366,4 +684,36 @@ pub(crate) fn migration_error(url: &DatabaseUrl, message: &str) -> Error {
 /// Driver messages often span lines; errors are shown on one.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_settings_are_added_unless_the_url_sets_them() {
+        let url = with_libpq_settings("postgres://u@h/db", Duration::from_millis(500));
+        assert_eq!(
+            url,
+            "postgres://u@h/db?connect_timeout=2&keepalives=1&keepalives_idle=30\
+             &keepalives_interval=10&keepalives_count=3&tcp_user_timeout=30000"
+        );
+        let url = with_libpq_settings(
+            "postgres://u@h/db?connect_timeout=9&sslmode=disable",
+            Duration::from_secs(5),
+        );
+        assert!(
+            url.starts_with("postgres://u@h/db?connect_timeout=9&sslmode=disable&keepalives=1"),
+            "{url}"
+        );
+        assert_eq!(url.matches("connect_timeout").count(), 1, "{url}");
+    }
+
+    #[test]
+    fn the_server_port_is_read_from_the_url() {
+        assert_eq!(server_port("postgres://u@h:6432/db", 5432), Some(6432));
+        assert_eq!(server_port("postgres://u@h/db", 5432), Some(5432));
+        assert_eq!(server_port("postgres://u@h/db?port=7000", 5432), Some(7000));
+        assert_eq!(server_port("mysql://u@h/db", 3306), Some(3306));
+    }
 }

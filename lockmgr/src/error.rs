@@ -101,6 +101,18 @@ pub enum Error {
     /// not be committed (a full disk, say).
     #[error("database error: {0}")]
     Database(#[source] DatabaseError),
+
+    /// A call to the database got no answer in time (the store's
+    /// [`statement_timeout`](crate::LockStoreBuilder::statement_timeout), or less when
+    /// a wait ran out first): the link may be silently broken, or the server stuck.
+    /// The connection was closed. A write that timed out may still have been applied.
+    #[error("no answer from {url} within {after:?}; the connection was closed")]
+    Timeout {
+        /// The URL with any password masked.
+        url: String,
+        /// How long the call was given.
+        after: std::time::Duration,
+    },
 }
 
 /// What the database or its driver said about a failed statement: one line of text,
@@ -120,6 +132,11 @@ impl DatabaseError {
     /// The driver's error, for lockmgr's own decisions (retry, broken link).
     pub(crate) fn driver(&self) -> &diesel::result::Error {
         &self.source
+    }
+
+    /// The driver's error, owned (to hand back to the connection pool).
+    pub(crate) fn into_driver(self) -> diesel::result::Error {
+        self.source
     }
 }
 
@@ -196,6 +213,11 @@ impl Error {
     /// ```
     pub fn is_locked(&self) -> bool {
         matches!(self, Error::Locked { .. })
+    }
+
+    /// Whether this is [`Error::Timeout`]: the database did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
     }
 
     /// The lock name this error is about, for the lock outcomes.

@@ -11,6 +11,8 @@
 //! | `lockmgr: lock lost` | warn | `name`, `fence`, `reason` |
 //! | `lockmgr: release failed` | warn | `name`, `fence`, `error` |
 //! | `lockmgr: keep-alive renewal failed` | warn | `name`, `fence`, `error` |
+//! | `lockmgr: retrying on a new connection` | debug | `op`, `error` |
+//! | `lockmgr: timed-out acquisition not released` | warn | `name`, `error` |
 //! | `lockmgr: operation failed` | debug | `op`, `name`, `error` |
 //! | `lockmgr: skipped` | debug | `name`, `function`, `holder`, `holder_pid`, `reason` |
 //!
@@ -128,6 +130,17 @@ pub(crate) fn keepalive_failed(lock: &Lock, err: &Error) {
     );
 }
 
+/// `op` lost its connection (or got no answer in time): it is tried again on a new one.
+pub(crate) fn retrying(op: &'static str, err: &Error) {
+    tracing::debug!(op, error = %err, "lockmgr: retrying on a new connection");
+}
+
+/// An acquisition of `name` timed out, and releasing whatever it may have taken
+/// failed too: the row (if any) stays until it expires.
+pub(crate) fn abandoned_not_released(name: &str, err: &dyn std::fmt::Display) {
+    tracing::warn!(name = %name, error = %err, "lockmgr: timed-out acquisition not released");
+}
+
 /// `op` on `name` failed with a database or connection error, returned to the caller.
 /// Lock outcomes (`Locked`, `LockNotFound`, …) are not failures and are not logged here.
 pub(crate) fn failed<T>(
@@ -135,8 +148,12 @@ pub(crate) fn failed<T>(
     name: &str,
     result: crate::Result<T>,
 ) -> crate::Result<T> {
-    if let Err(err @ (Error::Connection { .. } | Error::Database(_) | Error::Migration { .. })) =
-        &result
+    if let Err(
+        err @ (Error::Connection { .. }
+        | Error::Database(_)
+        | Error::Migration { .. }
+        | Error::Timeout { .. }),
+    ) = &result
     {
         tracing::debug!(op, name = %name, error = %err, "lockmgr: operation failed");
     }

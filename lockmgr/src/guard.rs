@@ -40,6 +40,7 @@ impl std::fmt::Debug for LockGuard {
 
 impl LockGuard {
     pub(crate) fn new(store: LockStore, main: Lock, settings: GuardSettings) -> Self {
+        let lost = LostSignal::for_lock(&main);
         let mut guard = LockGuard {
             store,
             main,
@@ -47,7 +48,7 @@ impl LockGuard {
             settings,
             released: false,
             keepalive: None,
-            lost: LostSignal::default(),
+            lost,
         };
         guard.start_keepalive();
         guard
@@ -69,14 +70,17 @@ impl LockGuard {
         }
     }
 
-    /// Whether keep-alive found the main lock gone or taken over (see
-    /// [`LockMgr::keepalive`](crate::LockMgr::keepalive)). Always false without
-    /// keep-alive.
+    /// Whether the main lock can no longer be trusted: its lease ran out (counted on
+    /// the local clock from when it was acquired or last renewed, minus a margin, so
+    /// this turns true before anyone else can take it), or keep-alive found it gone
+    /// or taken over (see [`LockMgr::keepalive`](crate::LockMgr::keepalive)). Once
+    /// true, it stays true. Always false for a lock that never expires.
     pub fn is_lost(&self) -> bool {
         self.lost.is_lost()
     }
 
-    /// The lost-lock signal, to poll, block on or `.await` while the job runs.
+    /// The lost-lock signal, to poll, block on or `.await` while the job runs; see
+    /// [`LostSignal`].
     pub fn lost_signal(&self) -> LostSignal {
         self.lost.clone()
     }
@@ -152,7 +156,12 @@ impl LockGuard {
             return Err(self.released_error());
         }
         match self.store.renew_lock(&self.main, options) {
-            Ok(lock) => self.main = lock,
+            Ok(lock) => {
+                // A lock taken anew (`create`) or renewed gives a new lease, unless
+                // the signal has already fired: a lost lock stays lost.
+                self.lost.extend(lock.lease_deadline());
+                self.main = lock;
+            }
             Err(err @ (Error::Locked { .. } | Error::LockNotFound { .. })) => {
                 events::lost(&self.main, "a renewal found it gone or taken over");
                 return Err(err);

@@ -6,8 +6,7 @@ use std::pin::Pin;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::events;
@@ -15,9 +14,19 @@ use crate::model::Lock;
 use crate::options::RenewOptions;
 use crate::store::LockStore;
 
-/// Says whether a guard's lock was lost while keep-alive renewed it: it was found gone
-/// or owned by someone else (released by an admin, or expired and taken over during an
-/// outage). Cheap to clone; every clone sees the same signal.
+/// Says whether a guard's lock may no longer be trusted. It fires once, and stays
+/// fired, when:
+///
+/// - the lock's lease ran out: its deadline, on the local monotonic clock, is the
+///   moment the acquiring (or last successful renewing) statement was *sent*, plus
+///   the lease, minus a safety margin — so it fires before any other process can
+///   take the lock, even if the database cannot be reached to say so (see the
+///   README, "The lease model");
+/// - keep-alive found the lock gone or owned by someone else (released by an
+///   admin, or expired and taken over during an outage).
+///
+/// A lock that never expires has no deadline. Cheap to clone; every clone sees the
+/// same signal.
 ///
 /// A job can poll it between steps ([`is_lost`](LostSignal::is_lost)), block on it
 /// ([`wait_timeout`](LostSignal::wait_timeout)), or `.await` it
@@ -29,8 +38,31 @@ pub struct LostSignal {
 
 #[derive(Default)]
 struct LostState {
-    lost: Mutex<(bool, Vec<Waker>)>,
+    state: Mutex<Lost>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct Lost {
+    lost: bool,
+    /// The lease deadline; `None`: the lock never expires.
+    deadline: Option<Instant>,
+    /// The lock, to name it when its lease runs out.
+    lock: Option<Lock>,
+    wakers: Vec<Waker>,
+}
+
+impl Lost {
+    /// Whether the signal has fired; fires it if the deadline has passed.
+    fn check(&mut self) -> bool {
+        if !self.lost && self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.lost = true;
+            if let Some(lock) = &self.lock {
+                events::lost(lock, "its lease ran out without a renewal");
+            }
+        }
+        self.lost
+    }
 }
 
 impl std::fmt::Debug for LostSignal {
@@ -42,41 +74,87 @@ impl std::fmt::Debug for LostSignal {
 }
 
 impl LostSignal {
-    fn state(&self) -> MutexGuard<'_, (bool, Vec<Waker>)> {
-        self.inner.lost.lock().unwrap_or_else(|p| p.into_inner())
+    /// The signal of a guard that holds `lock`, just acquired.
+    pub(crate) fn for_lock(lock: &Lock) -> LostSignal {
+        let signal = LostSignal::default();
+        {
+            let mut state = signal.state();
+            state.deadline = lock.lease_deadline();
+            state.lock = Some(lock.clone());
+        }
+        signal
     }
 
-    /// Whether the lock was lost.
+    fn state(&self) -> MutexGuard<'_, Lost> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the lock was lost (or its lease ran out).
     pub fn is_lost(&self) -> bool {
-        self.state().0
+        self.state().check()
     }
 
     /// Block until the lock is lost or `timeout` passes; whether it was lost.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let state = self.state();
-        let (state, _) = self
-            .inner
-            .changed
-            .wait_timeout_while(state, timeout, |(lost, _)| !*lost)
-            .unwrap_or_else(|p| p.into_inner());
-        state.0
+        let end = Instant::now().checked_add(timeout);
+        let mut state = self.state();
+        loop {
+            if state.check() {
+                return true;
+            }
+            let now = Instant::now();
+            // Wake at the lease deadline too, to fire the signal then.
+            let until = match (end, state.deadline) {
+                (Some(end), Some(deadline)) => end.min(deadline),
+                (Some(end), None) => end,
+                (None, Some(deadline)) => deadline,
+                (None, None) => now + Duration::from_secs(3600),
+            };
+            if end.is_some_and(|end| now >= end) {
+                return false;
+            }
+            state = self
+                .inner
+                .changed
+                .wait_timeout(state, until.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// A future that completes when the lock is lost (never, if it is not).
     pub fn lost(&self) -> LostFuture {
         LostFuture {
             signal: self.clone(),
+            timer: None,
         }
     }
 
     pub(crate) fn set_lost(&self) {
         let wakers = {
             let mut state = self.state();
-            state.0 = true;
-            std::mem::take(&mut state.1)
+            state.lost = true;
+            std::mem::take(&mut state.wakers)
         };
         self.inner.changed.notify_all();
         wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// A renewal sent in time was granted: the lease now ends at `deadline`. False
+    /// (and nothing changes) if the signal has already fired: a lock once lost stays
+    /// lost.
+    pub(crate) fn extend(&self, deadline: Option<Instant>) -> bool {
+        let mut state = self.state();
+        if state.check() {
+            return false;
+        }
+        state.deadline = deadline;
+        true
+    }
+
+    /// The lease deadline, if the lock expires.
+    fn deadline(&self) -> Option<Instant> {
+        self.state().deadline
     }
 }
 
@@ -85,28 +163,44 @@ impl LostSignal {
 #[must_use = "futures do nothing unless polled"]
 pub struct LostFuture {
     signal: LostSignal,
+    /// Wakes the task at the lease deadline (as it was when last polled).
+    timer: Option<(Instant, futures_timer::Delay)>,
 }
 
 impl Future for LostFuture {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.signal.state();
-        if state.0 {
-            return Poll::Ready(());
+        let this = self.get_mut();
+        {
+            let mut state = this.signal.state();
+            if state.check() {
+                return Poll::Ready(());
+            }
+            if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                state.wakers.push(cx.waker().clone());
+            }
         }
-        if !state.1.iter().any(|w| w.will_wake(cx.waker())) {
-            state.1.push(cx.waker().clone());
+        if let Some(deadline) = this.signal.deadline() {
+            if this.timer.as_ref().is_none_or(|(at, _)| *at != deadline) {
+                this.timer = Some((deadline, crate::async_support::sleep_until(deadline)));
+            }
+            if let Some((_, sleep)) = &mut this.timer {
+                if Pin::new(sleep).poll(cx).is_ready() && this.signal.is_lost() {
+                    return Poll::Ready(());
+                }
+            }
         }
         Poll::Pending
     }
 }
 
-/// The renewal thread of one guard. Dropping it stops the thread and waits for it, so
-/// a renewal never outlives its guard.
+/// The renewal thread of one guard. Dropping it stops the renewals: the thread ends
+/// at once, or as soon as a renewal under way returns (that renewal is
+/// owner-checked, so it cannot touch a lock after the guard's release, nor anyone
+/// else's lock). The guard's drop never waits for a renewal stuck on a dead link.
 pub(crate) struct KeepAlive {
     stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
     latest: Arc<Mutex<Lock>>,
 }
 
@@ -122,14 +216,14 @@ impl KeepAlive {
         let latest = Arc::new(Mutex::new(lock));
         let shared = Arc::clone(&latest);
         let every = (expires / 3).max(Duration::from_millis(10));
-        let thread = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("lockmgr-keepalive".into())
-            .spawn(move || renew_until_stopped(&store, &shared, expires, every, &stopped, &signal))
-            .map_err(|err| tracing::warn!(error = %err, "lockmgr: cannot start keep-alive"))
-            .ok();
+            .spawn(move || renew_until_stopped(&store, &shared, expires, every, &stopped, &signal));
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "lockmgr: cannot start keep-alive");
+        }
         KeepAlive {
             stop: Some(stop),
-            thread,
             latest,
         }
     }
@@ -146,10 +240,12 @@ impl KeepAlive {
 impl Drop for KeepAlive {
     fn drop(&mut self) {
         drop(self.stop.take()); // wakes the thread at once
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
+}
+
+/// Whether the guard has stopped its keep-alive.
+fn stopped_now(stopped: &mpsc::Receiver<()>) -> bool {
+    !matches!(stopped.try_recv(), Err(mpsc::TryRecvError::Empty))
 }
 
 fn renew_until_stopped(
@@ -166,24 +262,75 @@ fn renew_until_stopped(
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
         let current = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match store.renew_lock(&current, RenewOptions::new(Some(expires))) {
-            // renew_lock logs the renewal ("lockmgr: renewed").
-            Ok(renewed) => *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed,
+        let renewed = store.renew_lock(&current, RenewOptions::new(Some(expires)));
+        if stopped_now(stopped) {
+            return; // released meanwhile: whatever the renewal found is moot
+        }
+        match renewed {
+            // renew_lock logs the renewal ("lockmgr: renewed"). The lease is counted
+            // from when the renewal was sent; one granted after the old lease ran out
+            // does not bring the lock back.
+            Ok(renewed) => {
+                if !signal.extend(renewed.lease_deadline()) {
+                    return;
+                }
+                *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
+            }
             Err(Error::LockNotFound { .. }) => {
-                events::lost(&current, "keep-alive found it gone or taken over");
-                signal.set_lost();
+                if !signal.is_lost() {
+                    events::lost(&current, "keep-alive found it gone or taken over");
+                    signal.set_lost();
+                }
                 return;
             }
             Err(err) => {
-                // The database may be unreachable for a moment: keep trying, but once
-                // the last known expiry has passed the lock may be someone else's.
+                // The database may be unreachable for a moment: keep trying until the
+                // lease runs out (the signal fires then, on its own).
                 events::keepalive_failed(&current, &err);
-                if current.expired() {
-                    events::lost(&current, "it expired while keep-alive renewals failed");
-                    signal.set_lost();
+                if signal.is_lost() {
                     return;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal_with_deadline(after: Duration) -> LostSignal {
+        let signal = LostSignal::default();
+        signal.state().deadline = Some(Instant::now() + after);
+        signal
+    }
+
+    #[test]
+    fn the_signal_fires_at_the_lease_deadline_without_anyone_setting_it() {
+        let signal = signal_with_deadline(Duration::from_millis(200));
+        assert!(!signal.is_lost());
+        let started = Instant::now();
+        assert!(signal.wait_timeout(Duration::from_secs(30)));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(signal.is_lost());
+
+        let signal = signal_with_deadline(Duration::from_millis(200));
+        crate::async_support::block_on(signal.lost());
+        assert!(signal.is_lost());
+    }
+
+    #[test]
+    fn a_renewal_moves_the_deadline_but_never_revives_a_lost_lock() {
+        let signal = signal_with_deadline(Duration::from_millis(100));
+        assert!(signal.extend(Some(Instant::now() + Duration::from_secs(30))));
+        assert!(!signal.wait_timeout(Duration::from_millis(300)));
+        let signal = signal_with_deadline(Duration::ZERO);
+        assert!(!signal.extend(Some(Instant::now() + Duration::from_secs(30))));
+        assert!(signal.is_lost());
+        // No deadline: a lock that never expires is never lost by time.
+        let signal = LostSignal::default();
+        assert!(!signal.wait_timeout(Duration::from_millis(50)));
     }
 }

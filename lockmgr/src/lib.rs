@@ -122,6 +122,14 @@
 //!   earlier one in the same store.
 //! - A crashed holder's lock frees itself when it expires, and each store removes
 //!   expired rows on its own in the background ([`LockStoreBuilder::auto_clean`]).
+//! - Every call to a database server is bounded in time
+//!   ([`connect_timeout`](LockStoreBuilder::connect_timeout),
+//!   [`statement_timeout`](LockStoreBuilder::statement_timeout), enforced on the
+//!   client, so a silent network partition cannot hang a caller), and a release or
+//!   renewal that meets a lost connection is retried on a new one.
+//! - A guard's [lost signal](LostSignal) fires by its lease deadline, counted on the
+//!   local monotonic clock from when the acquisition or last renewal was sent: before
+//!   anyone else can take the lock, reachable database or not.
 //!
 //! ## Logging
 //!
@@ -163,8 +171,10 @@ mod store;
 mod ticks;
 mod wait;
 mod wakeup;
+mod watchdog;
 
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
+pub use conn::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };

@@ -208,6 +208,7 @@ fn take_tick(
         locked_by: None,
         lock_process: Some(i64::from(std::process::id())),
         waiting: false,
+        until: None,
     })?;
     match taken {
         Ok(lock) => {

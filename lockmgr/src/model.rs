@@ -36,6 +36,9 @@ pub struct Lock {
     pub(crate) owner: String,
     /// The database's `now()` when the row was read, and the local instant of that read.
     pub(crate) read_at: (DateTime<Utc>, Instant),
+    /// For a lock this process acquired or renewed: when the statement that did it
+    /// was sent (the lease is counted from then).
+    pub(crate) sent_at: Option<Instant>,
 }
 
 impl Lock {
@@ -50,7 +53,32 @@ impl Lock {
             fence: row.fence,
             owner: row.owner,
             read_at: (row.db_now, read_at),
+            sent_at: None,
         }
+    }
+
+    /// This lock was acquired or renewed by a statement sent at `sent`.
+    pub(crate) fn sent_at(mut self, sent: Instant) -> Lock {
+        self.sent_at = Some(sent);
+        self
+    }
+
+    /// The local instant until which the holder may trust this lock: the time the
+    /// acquiring or renewing statement was sent, plus the lease it granted (the
+    /// expiry minus the database's now in that statement), minus
+    /// [`lease_margin`]. `None` for a lock that never expires, or one this process
+    /// did not take or renew.
+    ///
+    /// The server counted the lease from a moment after the statement was sent, so
+    /// the holder's deadline falls before the moment anyone else can take the lock,
+    /// as long as the two clocks run at the same rate to within the margin.
+    pub(crate) fn lease_deadline(&self) -> Option<Instant> {
+        let sent = self.sent_at?;
+        let lease = (self.locked_until? - self.read_at.0)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let trusted = lease.saturating_sub(lease_margin(lease));
+        Some(sent.checked_add(trusted).unwrap_or(sent))
     }
 
     /// The database clock now, estimated from the time of the read plus the local
@@ -131,6 +159,15 @@ impl fmt::Display for Lock {
     }
 }
 
+/// How much sooner than its lease a holder stops trusting a lock: a tenth of the lease,
+/// at most one second (for the time between the deadline and the holder's code
+/// noticing it: scheduling, a pause), plus 0.1% of the lease (for the local and the
+/// database clocks running at slightly different rates; NTP keeps them within
+/// 0.05%).
+pub(crate) fn lease_margin(lease: Duration) -> Duration {
+    (lease / 10).min(Duration::from_secs(1)) + lease / 1000
+}
+
 /// A lock row as every backend returns it, times already in UTC.
 #[derive(Debug)]
 pub(crate) struct LockRow {
@@ -143,4 +180,39 @@ pub(crate) struct LockRow {
     pub(crate) updated_at: DateTime<Utc>,
     pub(crate) fence: i64,
     pub(crate) db_now: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_deadline_counts_from_the_send_minus_the_margin() {
+        let now = Utc::now();
+        let sent = Instant::now();
+        let row = LockRow {
+            name: "n".into(),
+            owner: "o".into(),
+            locked_by: "h".into(),
+            lock_process: None,
+            locked_until: Some(now + chrono::Duration::seconds(60)),
+            created_at: now,
+            updated_at: now,
+            fence: 1,
+            db_now: now,
+        };
+        let lock = Lock::from_row(row, sent + Duration::from_millis(5));
+        assert_eq!(lock.lease_deadline(), None, "not sent by us: no lease");
+        let lock = lock.sent_at(sent);
+        let margin = lease_margin(Duration::from_secs(60));
+        assert_eq!(margin, Duration::from_millis(1060));
+        assert_eq!(
+            lock.lease_deadline(),
+            Some(sent + Duration::from_secs(60) - margin)
+        );
+        assert_eq!(
+            lease_margin(Duration::from_secs(2)),
+            Duration::from_millis(202)
+        );
+    }
 }

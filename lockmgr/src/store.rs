@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::builder::LockMgr;
-use crate::conn::{Pool, PoolOptions};
+use crate::conn::{link_lost, Checkout, Pool, PoolOptions};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
 };
@@ -55,6 +55,7 @@ impl std::panic::RefUnwindSafe for LockStore {}
 struct Inner {
     url: DatabaseUrl,
     pool: Pool,
+    options: PoolOptions,
     locked_by: String,
     /// Wakes this process's waiters on release; shared by every store of the database.
     board: Arc<WakeBoard>,
@@ -187,6 +188,27 @@ impl LockStoreBuilder {
         self
     }
 
+    /// PostgreSQL and MySQL: how long establishing a new connection may take before
+    /// it fails (default [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT),
+    /// 5 s). On PostgreSQL this is libpq's `connect_timeout` (whole seconds, at least
+    /// 2), unless the URL sets `connect_timeout` itself.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// PostgreSQL and MySQL: how long one call on a connection (a statement, or the
+    /// few statements of one operation) may wait for the server's answer (default
+    /// [`DEFAULT_STATEMENT_TIMEOUT`](crate::DEFAULT_STATEMENT_TIMEOUT), 10 s). A call
+    /// still waiting then has its connection closed under it and fails with
+    /// [`Error::Timeout`]: this bounds every call even when the network silently
+    /// drops everything (see the README, "Deploying"). The bound is kept on the
+    /// client, so it works behind PgBouncer too. It also bounds migrations.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.options.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
     /// The `locked_by` written on locks taken through this store (default: the host name).
     pub fn locked_by(mut self, locked_by: impl Into<String>) -> Self {
         self.locked_by = Some(locked_by.into());
@@ -237,6 +259,7 @@ impl LockStoreBuilder {
             inner: Arc::new(Inner {
                 url,
                 pool,
+                options: self.options,
                 locked_by,
                 board,
                 poll_cap,
@@ -275,6 +298,8 @@ pub(crate) struct AcquireSpec<'a> {
     /// The caller will wait if the lock is held: flag the holder's row so that its
     /// release notifies (PostgreSQL).
     pub(crate) waiting: bool,
+    /// The attempt must be over by then (the end of a wait, plus a little).
+    pub(crate) until: Option<Instant>,
 }
 
 impl LockStore {
@@ -370,6 +395,7 @@ impl LockStore {
             locked_by: None,
             lock_process: Some(i64::from(std::process::id())),
             waiting: false,
+            until: None,
         })?;
         match outcome {
             Ok(lock) => {
@@ -420,7 +446,7 @@ impl LockStore {
         let released = events::failed(
             "release",
             request.name,
-            self.with_conn(|conn| conn.release(request).db()),
+            self.with_conn_again(Again::release(), |conn| conn.release(request).db()),
         )?;
         // Log before waking: a woken waiter's "acquired" must come after this release.
         events::released(request.name, lock, released);
@@ -548,10 +574,15 @@ impl LockStore {
             expires_us: expiry_micros(options.expires()),
             add_time: options.adds_time(),
         };
-        let renewed = self.with_conn(|conn| conn.renew(&request).db());
+        // Adding time is not idempotent: a renewal that timed out may have been
+        // applied, so only one that never reached the server is tried again.
+        let renewed = self.with_conn_again(Again::renewal(options.adds_time()), |conn| {
+            let sent = Instant::now();
+            Ok(conn.renew(&request).db()?.map(|row| (row, sent)))
+        });
         match events::failed("renew", name, renewed)? {
-            Some(row) => {
-                let lock = Lock::from_row(row, Instant::now());
+            Some((row, sent)) => {
+                let lock = Lock::from_row(row, Instant::now()).sent_at(sent);
                 events::renewed(&lock);
                 Ok(lock)
             }
@@ -646,15 +677,25 @@ impl LockStore {
             lock_process: spec.lock_process,
             expires_us: expiry_micros(spec.expires),
         };
-        let outcome = self.with_conn(|conn| {
+        // When the first statement of this acquisition was sent: its lease is counted
+        // from then (a later try with the same owner token may find the row an
+        // earlier one wrote).
+        let mut first_sent: Option<Instant> = None;
+        let outcome = self.with_conn_again(Again::acquisition(spec.until), |conn| {
             // The insert either takes the lock or finds a live row in its way; the
             // holder is read only on that losing path. If the holder is gone (or has
             // expired) by the time it is read, try again.
             for _ in 0..16 {
+                first_sent.get_or_insert_with(Instant::now);
                 if let Some(row) = conn.acquire(&request).db()? {
                     return Ok(Ok(row));
                 }
                 if let Some(row) = conn.find(spec.name, spec.waiting).db()? {
+                    // Our own token: an earlier try of this acquisition took it, but
+                    // its answer was lost with its connection.
+                    if row.owner == owner {
+                        return Ok(Ok(row));
+                    }
                     if !row_expired(&row) {
                         return Ok(Err(row));
                     }
@@ -667,6 +708,11 @@ impl LockStore {
                 locked_until: None,
             })
         });
+        if matches!(outcome, Err(Error::Timeout { .. })) {
+            // The insert may have been applied without its answer arriving: do not
+            // leave a row that nobody holds until it expires.
+            self.release_abandoned(spec.name, &owner);
+        }
         let outcome = events::failed("acquire", spec.name, outcome)?;
         if self.inner.cleaner.due() {
             crate::housekeeping::clean_in_background(self.clone());
@@ -674,7 +720,7 @@ impl LockStore {
         // The callers log the outcome, with how many tries it took.
         let now = Instant::now();
         Ok(match outcome {
-            Ok(row) => Ok(Lock::from_row(row, now)),
+            Ok(row) => Ok(Lock::from_row(row, now).sent_at(first_sent.unwrap_or(now))),
             Err(row) => Err(Lock::from_row(row, now)),
         })
     }
@@ -720,7 +766,142 @@ impl LockStore {
     }
 
     fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {
-        self.inner.pool.with_conn(&self.inner.url, f)
+        let inner = &self.inner;
+        inner
+            .pool
+            .with_conn(&inner.url, &inner.options, Checkout::Pooled(None), f)
+    }
+
+    /// Run `f` on a pooled connection; if the connection turns out to be gone (or
+    /// did not answer in time, when `again` allows), run it again on new connections
+    /// as `again` says, pausing between tries. `f` must be safe to run again.
+    fn with_conn_again<R>(
+        &self,
+        again: Again,
+        mut f: impl FnMut(&mut dyn LockConn) -> Result<R>,
+    ) -> Result<R> {
+        let inner = &self.inner;
+        // A connection that is gone, or did not answer when `timeouts` allows; when
+        // retrying for a while, also a database that cannot be reached for now
+        // (a restart).
+        let retry = |err: &Error| match err {
+            Error::Timeout { .. } => again.timeouts,
+            Error::Connection { .. } => !again.budget.is_zero(),
+            err => link_lost(err),
+        };
+        let from = Checkout::Pooled(again.until);
+        let err = match inner
+            .pool
+            .with_conn(&inner.url, &inner.options, from, &mut f)
+        {
+            Err(err) if retry(&err) => err,
+            done => return done,
+        };
+        events::retrying(again.op, &err);
+        let started = Instant::now();
+        let mut pause = Duration::ZERO;
+        loop {
+            std::thread::sleep(pause);
+            let fresh = Checkout::Fresh;
+            let result = inner
+                .pool
+                .with_conn(&inner.url, &inner.options, fresh, &mut f);
+            pause = (pause * 2).clamp(RETRY_FIRST_PAUSE, RETRY_LONGEST_PAUSE);
+            let next = Instant::now() + pause;
+            let in_time = started.elapsed() + pause < again.budget
+                && again.until.is_none_or(|until| next < until);
+            match result {
+                Err(err) if retry(&err) && in_time => {}
+                done => return done,
+            }
+        }
+    }
+
+    /// In the background, release the acquisition `owner` of `name` whose answer was
+    /// lost (it may or may not have been applied), retrying as a release does.
+    fn release_abandoned(&self, name: &str, owner: &str) {
+        let store = self.clone();
+        let (name, owner) = (name.to_string(), owner.to_string());
+        let named = name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lockmgr-release".into())
+            .spawn(move || {
+                let request = ReleaseRequest {
+                    name: &name,
+                    owner: Some(&owner),
+                    min_hold_us: None,
+                };
+                let released =
+                    store.with_conn_again(Again::release(), |conn| conn.release(&request).db());
+                match released {
+                    Ok(true) => {
+                        events::released(&name, None, true);
+                        store.inner.board.wake(&name);
+                    }
+                    Ok(false) => {}
+                    Err(err) => events::abandoned_not_released(&name, &err),
+                }
+            });
+        if let Err(err) = spawned {
+            events::abandoned_not_released(&named, &err);
+        }
+    }
+}
+
+/// How long a release or renewal that meets a lost connection keeps trying new ones
+/// (from its first failure). See the README, "Deploying".
+pub(crate) const RETRY_BUDGET: Duration = Duration::from_secs(10);
+/// The pause before the second retry; each later pause doubles, up to the longest.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+const RETRY_LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+/// How a call that meets a lost connection is tried again on a new one.
+#[derive(Debug, Clone, Copy)]
+struct Again {
+    /// What the call is, for the log.
+    op: &'static str,
+    /// The call must be over by then.
+    until: Option<Instant>,
+    /// How long to keep trying after the first failure; zero: once more, at once (the
+    /// pooled connection was stale).
+    budget: Duration,
+    /// Whether a call that got no answer in time is tried again (only if running it
+    /// twice does no harm).
+    timeouts: bool,
+}
+
+impl Again {
+    /// A release: idempotent (owner-checked, or by name), retried for a while.
+    fn release() -> Again {
+        Again {
+            op: "release",
+            until: None,
+            budget: RETRY_BUDGET,
+            timeouts: true,
+        }
+    }
+
+    /// A renewal; one that adds time may have been applied when it timed out, so it
+    /// is only retried after an error that says it never ran.
+    fn renewal(add_time: bool) -> Again {
+        Again {
+            op: "renew",
+            until: None,
+            budget: RETRY_BUDGET,
+            timeouts: !add_time,
+        }
+    }
+
+    /// One acquisition attempt: once more at once on a new connection if the pooled
+    /// one was stale (the same owner token, so a retry finds a row an earlier try
+    /// wrote); a timeout is final (see `release_abandoned`).
+    fn acquisition(until: Option<Instant>) -> Again {
+        Again {
+            op: "acquire",
+            until,
+            budget: Duration::ZERO,
+            timeouts: false,
+        }
     }
 }
 

@@ -22,6 +22,10 @@ pub(crate) fn default_poll_cap(backend: Backend) -> Duration {
     }
 }
 
+/// How long past the end of its wait the last attempt of a waiting acquisition may
+/// take.
+pub(crate) const ATTEMPT_GRACE: Duration = Duration::from_secs(1);
+
 /// Waits longer than this are cut to it: a century.
 const LONGEST_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -147,6 +151,13 @@ impl Retry {
         }
     }
 
+    /// When the next attempt must be over: a waiting acquisition answers within its
+    /// wait plus [`ATTEMPT_GRACE`], even if the database stops answering; `None`
+    /// without a wait (the store's own timeouts bound the one attempt).
+    pub(crate) fn attempt_until(&self) -> Option<Instant> {
+        self.deadline.and_then(|d| d.checked_add(ATTEMPT_GRACE))
+    }
+
     /// An attempt took `lock`: log how it went.
     pub(crate) fn acquired(&self, lock: &Lock) {
         events::acquired(lock, self.attempts, self.started.elapsed());
@@ -181,6 +192,7 @@ mod tests {
             fence: 1,
             owner: "theirs".into(),
             read_at: (now, Instant::now()),
+            sent_at: None,
         }
     }
 
