@@ -772,14 +772,25 @@ testkit::backend_tests!(
 );
 
 // ---------------------------------------------------------------------------------
-// Declared locks: registered here by hand, as `#[locked]` does, and listed by the CLI
-// running in this process (the only binary they are linked into).
+// Declared locks: `#[locked]` functions of this test binary, listed by the CLI running
+// in this process (the only binary they are linked into).
 
-lockmgr::__private::inventory::submit! {
-    DeclaredLock::new("cli-test:account:{id}", 60, Some(5), "cli::jobs::sync_account", file!(), line!())
-}
-lockmgr::__private::inventory::submit! {
-    DeclaredLock::new("cli-test:report", 0, None, "cli::jobs::report", file!(), line!())
+mod jobs {
+    #[lockmgr::locked(
+        name = "cli-test:account:{id}",
+        expires = 60,
+        wait = 5,
+        keepalive = false
+    )]
+    pub fn sync_account(id: u64) -> lockmgr::Result<()> {
+        let _ = id;
+        Ok(())
+    }
+
+    #[lockmgr::locked(name = "cli-test:report", expires = 0, keepalive = false)]
+    pub fn report() -> lockmgr::Result<()> {
+        Ok(())
+    }
 }
 
 /// `lockmgr ARGS…` in this process; (status, stdout, stderr).

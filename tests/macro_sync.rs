@@ -332,3 +332,69 @@ fn declared_locks_lists_every_declaration_of_this_file() {
         );
     }
 }
+
+/// Templates that exercise the grammar: adjacent placeholders, escaped braces, a
+/// placeholder at each end. Each body returns the name it was called under.
+#[locked(name = "grammar:{a}-{b}:{{x}}", store = store, guard = g)]
+fn grammar_two(store: &LockStore, a: &str, b: u32) -> lockmgr::Result<String> {
+    Ok(g.name().to_string())
+}
+
+#[locked(name = "{a}{b}@g", store = store, guard = g)]
+fn grammar_adjacent(store: &LockStore, a: &str, b: &str) -> lockmgr::Result<String> {
+    Ok(g.name().to_string())
+}
+
+#[locked(name = "g/{{}}/{a}", store = store, guard = g)]
+fn grammar_braces(store: &LockStore, a: u8) -> lockmgr::Result<String> {
+    Ok(g.name().to_string())
+}
+
+/// The runtime never parses a template: it matches names against the pieces the
+/// macro parsed. A name each declaration rendered is matched by it (and by no other
+/// of these); a name that differs in the literal text, or leaves a placeholder
+/// empty, is not.
+#[test]
+fn the_runtime_matches_names_by_the_macros_grammar() {
+    let db = TestDb::sqlite();
+    let store = db.store();
+    let decl = |template: &str| -> &'static DeclaredLock {
+        declared_locks()
+            .into_iter()
+            .find(|d| d.name == template)
+            .unwrap_or_else(|| panic!("{template} is declared"))
+    };
+    let two = decl("grammar:{a}-{b}:{{x}}");
+    let adjacent = decl("{a}{b}@g");
+    let braces = decl("g/{{}}/{a}");
+    let rendered = [
+        (two, grammar_two(&store, "p-q", 7).unwrap()),
+        (adjacent, grammar_adjacent(&store, "x", "y").unwrap()),
+        (braces, grammar_braces(&store, 9).unwrap()),
+    ];
+    assert_eq!(
+        rendered.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+        ["grammar:p-q-7:{x}", "xy@g", "g/{}/9"]
+    );
+    for (own, name) in &rendered {
+        for (other, _) in &rendered {
+            assert_eq!(
+                other.matches(name),
+                std::ptr::eq(*own, *other),
+                "{} matching {name}",
+                other.name
+            );
+        }
+    }
+    for (decl, name) in [
+        (two, "grammar:-7:{x}"),
+        (two, "grammar:p-7:x"),
+        (two, "grammar:p-7:{x}!"),
+        (adjacent, "x@g"),
+        (adjacent, "xy@h"),
+        (braces, "g/{{}}/9"),
+        (braces, "g/{}/"),
+    ] {
+        assert!(!decl.matches(name), "{} matched {name}", decl.name);
+    }
+}

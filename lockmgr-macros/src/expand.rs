@@ -46,7 +46,14 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
         &sig.ident.unraw().to_string(),
         sig.ident.span(),
     );
+    // The limit on a name's length lives in the runtime: check the template's fixed
+    // text against it at compile time, pointing at the literal.
+    let fixed_len = template.fixed_len();
+    let fits = quote_spanned! {template.lit.span()=>
+        const _: () = ::lockmgr::__private::check_fixed_text(#fixed_len);
+    };
     let register = quote! {
+        #fits
         const #declaration: ::lockmgr::__private::Declaration = #declare;
         ::lockmgr::__private::inventory::submit! { #declaration }
     };
@@ -186,6 +193,8 @@ fn declaration_tokens(
     if let Some((_, OnLocked::Skip)) = &args.on_locked {
         tokens.extend(quote!(.skip_when_locked()));
     }
+    let literals = template.literals();
+    tokens.extend(quote!(.literals(&[#(#literals),*])));
     tokens.extend(quote!(.done()));
     tokens
 }

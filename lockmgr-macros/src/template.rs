@@ -8,9 +8,6 @@ use syn::LitStr;
 
 use crate::errors::Errors;
 
-/// The longest lock name, in bytes (as `lockmgr::MAX_NAME_BYTES`).
-const MAX_NAME_BYTES: usize = 255;
-
 /// One piece of a template.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Part {
@@ -35,6 +32,30 @@ impl Template {
             Part::Placeholder(name) => Some(name.as_str()),
             Part::Literal(_) => None,
         })
+    }
+
+    /// The literal text between the placeholders, braces unescaped: `n + 1` pieces for
+    /// `n` placeholders (empty where two placeholders or an end meet). The runtime
+    /// matches names against these (one grammar: this one).
+    pub(crate) fn literals(&self) -> Vec<String> {
+        let mut literals = vec![String::new()];
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => {
+                    if let Some(last) = literals.last_mut() {
+                        last.push_str(text);
+                    }
+                }
+                Part::Placeholder(_) => literals.push(String::new()),
+            }
+        }
+        literals
+    }
+
+    /// How many bytes of every rendered name the literal text takes (the runtime
+    /// checks it against its limit at compile time).
+    pub(crate) fn fixed_len(&self) -> usize {
+        self.literals().iter().map(String::len).sum()
     }
 
     /// The template as a `format_args!` string: literal braces escaped again, each
@@ -95,18 +116,6 @@ pub(crate) fn parse(lit: &LitStr, errors: &mut Errors) -> Template {
         problems.push(format!(
             "{noun} {shown} {verb} not allowed in a lock name: use A-Z a-z 0-9 _ . : / @ -, \
              `{{{{` `}}}}` for braces, or a {{param}} placeholder"
-        ));
-    }
-    let fixed: usize = parts
-        .iter()
-        .map(|part| match part {
-            Part::Literal(text) => text.len(),
-            Part::Placeholder(_) => 0,
-        })
-        .sum();
-    if fixed > MAX_NAME_BYTES {
-        problems.push(format!(
-            "lock name is too long: its fixed text is {fixed} bytes, a lock name is at most {MAX_NAME_BYTES}"
         ));
     }
     for problem in problems {

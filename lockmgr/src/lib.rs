@@ -200,9 +200,9 @@ pub use store::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::macro_support::{
-        acquire, acquire_async, acquire_or_skip, acquire_or_skip_async, declare, default_store,
-        given_store, millis, render_name, returned, seconds, skipped, Declaration, Declare,
-        LockedReturn, SkipReturn,
+        acquire, acquire_async, acquire_or_skip, acquire_or_skip_async, check_fixed_text, declare,
+        default_store, given_store, millis, render_name, returned, seconds, skipped, Declaration,
+        Declare, LockedReturn, SkipReturn,
     };
     pub use inventory;
 }

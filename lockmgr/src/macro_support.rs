@@ -75,10 +75,24 @@ impl Declare {
         Declare(self.0.skip_when_locked())
     }
 
+    /// The template's literal text between its placeholders, as the macro parsed it.
+    pub const fn literals(self, literals: &'static [&'static str]) -> Self {
+        Declare(self.0.with_literals(literals))
+    }
+
     /// The finished declaration.
     pub const fn done(self) -> DeclaredLock {
         self.0
     }
+}
+
+/// The longest fixed text a template may have: checked in `const` context by the code
+/// `#[locked]` generates, so the limit has one home, [`MAX_NAME_BYTES`](crate::MAX_NAME_BYTES).
+pub const fn check_fixed_text(len: usize) {
+    assert!(
+        len <= crate::name::MAX_NAME_BYTES,
+        "lock name is too long: its fixed text is longer than a lock name may be (lockmgr::MAX_NAME_BYTES, 255 bytes)"
+    );
 }
 
 /// A duration given as whole seconds (`expires = 60`).
@@ -323,6 +337,7 @@ mod tests {
         .done();
     const TICKS: DeclaredLock = declare("tick", "m::tick", "f.rs", 1)
         .once_per(Duration::from_secs(3600))
+        .literals(&["tick"])
         .done();
 
     fn store() -> (tempfile::TempDir, LockStore) {

@@ -70,33 +70,15 @@ pub struct DeclaredLock {
     pub once_per: Option<Duration>,
     /// What a call does when the lock is taken.
     pub on_locked: OnLocked,
+    /// The template's literal text, as `#[locked]` parsed it (braces unescaped): the
+    /// pieces between its placeholders, `n + 1` of them for `n` placeholders (some may
+    /// be empty). Matching uses these, so the runtime never parses a template again.
+    literals: &'static [&'static str],
 }
 
 inventory::collect!(DeclaredLock);
 
 impl DeclaredLock {
-    /// A declaration with whole-second settings (`expires` 0: never expires), as the
-    /// attribute's defaults otherwise: no keep-alive, no `min_hold`, no `once_per`,
-    /// `on_locked = "error"`. For registering by hand, as tests do.
-    #[doc(hidden)]
-    pub const fn new(
-        name: &'static str,
-        expires: u64,
-        wait: Option<u64>,
-        function: &'static str,
-        file: &'static str,
-        line: u32,
-    ) -> Self {
-        let mut decl = DeclaredLock::declare(name, function, file, line);
-        decl.expires = nonzero(Duration::from_secs(expires));
-        decl.wait = match wait {
-            Some(secs) => Some(Duration::from_secs(secs)),
-            None => None,
-        };
-        decl.keepalive = false;
-        decl
-    }
-
     /// A declaration as `#[locked]` starts it: the defaults of the attribute (a
     /// [`DEFAULT_JOB_LEASE`] kept alive, no wait). The generated code sets the rest
     /// through the `const fn`s below, via `lockmgr::__private`.
@@ -117,7 +99,14 @@ impl DeclaredLock {
             min_hold: None,
             once_per: None,
             on_locked: OnLocked::Error,
+            literals: &[],
         }
+    }
+
+    /// The template's literal pieces, as the macro parsed them (see `literals`).
+    pub(crate) const fn with_literals(mut self, literals: &'static [&'static str]) -> Self {
+        self.literals = literals;
+        self
     }
 
     /// `expires = …`: zero never expires.
@@ -166,24 +155,31 @@ impl DeclaredLock {
         self.expires
     }
 
-    /// Whether a lock name could have been rendered from this template: literal parts
-    /// equal, each `{placeholder}` standing for one or more characters.
+    /// Whether a lock name could have been rendered from this template: its literal
+    /// text in place, each `{placeholder}` standing for one or more characters. The
+    /// template's pieces are the ones `#[locked]` parsed: one grammar, the macro's.
     ///
     /// ```
-    /// let decl = lockmgr::DeclaredLock::new("job:{id}", 60, None, "app::sync", "src/lib.rs", 1);
-    /// assert!(decl.matches("job:42"));
-    /// assert!(!decl.matches("job:"));
-    /// assert!(!decl.matches("other:42"));
+    /// #[lockmgr::locked(name = "sync:{id}:{{v2}}")]
+    /// fn sync(id: u64) -> lockmgr::Result<()> {
+    ///     Ok(())
+    /// }
+    /// let decl = lockmgr::declared_locks()
+    ///     .into_iter()
+    ///     .find(|d| d.name == "sync:{id}:{{v2}}")
+    ///     .unwrap();
+    /// assert!(decl.matches("sync:42:{v2}"));
+    /// assert!(!decl.matches("sync::{v2}"));
+    /// assert!(!decl.matches("other:42:{v2}"));
     /// ```
     ///
     /// With `once_per`, a tick's row (`name@tick-start`) matches too.
     pub fn matches(&self, name: &str) -> bool {
-        let parts = template_parts(self.name);
-        matches_parts(&parts, name)
+        matches_literals(self.literals, name)
             || (self.once_per.is_some()
                 && name
                     .rsplit_once('@')
-                    .is_some_and(|(base, _)| matches_parts(&parts, base)))
+                    .is_some_and(|(base, _)| matches_literals(self.literals, base)))
     }
 }
 
@@ -215,93 +211,58 @@ pub fn declared_lock_for(name: &str) -> Option<&'static DeclaredLock> {
     declared_locks().into_iter().find(|decl| decl.matches(name))
 }
 
-#[derive(Debug, PartialEq)]
-enum Part {
-    Literal(String),
-    Placeholder,
+/// Whether `name` is `literals[0]`, then one or more characters, then `literals[1]`,
+/// and so on, ending with the last piece. No pieces: a declaration not made by the
+/// macro, which matches nothing.
+fn matches_literals(literals: &[&str], name: &str) -> bool {
+    let Some((first, rest)) = literals.split_first() else {
+        return false;
+    };
+    name.strip_prefix(first)
+        .is_some_and(|tail| after_placeholder(rest, tail))
 }
 
-/// Split a template into literal text (with `{{`/`}}` unescaped) and placeholders.
-fn template_parts(template: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut literal = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                for c in chars.by_ref() {
-                    if c == '}' {
-                        break;
-                    }
-                }
-                if !literal.is_empty() {
-                    parts.push(Part::Literal(std::mem::take(&mut literal)));
-                }
-                parts.push(Part::Placeholder);
-            }
-            c => literal.push(c),
-        }
-    }
-    if !literal.is_empty() {
-        parts.push(Part::Literal(literal));
-    }
-    parts
-}
-
-fn matches_parts(parts: &[Part], name: &str) -> bool {
-    match parts.split_first() {
-        None => name.is_empty(),
-        Some((Part::Literal(lit), rest)) => name
-            .strip_prefix(lit.as_str())
-            .is_some_and(|tail| matches_parts(rest, tail)),
-        Some((Part::Placeholder, rest)) => name
-            .char_indices()
-            .skip(1)
-            .map(|(i, _)| i)
-            .chain(std::iter::once(name.len()))
-            .filter(|&i| i > 0)
-            .any(|i| matches_parts(rest, &name[i..])),
-    }
+/// `name` starts inside a placeholder (one or more characters), followed by `literals`.
+fn after_placeholder(literals: &[&str], name: &str) -> bool {
+    let Some((next, rest)) = literals.split_first() else {
+        return name.is_empty();
+    };
+    name.char_indices()
+        .skip(1)
+        .map(|(i, _)| i)
+        .chain(std::iter::once(name.len()))
+        .filter(|&i| i > 0)
+        .any(|i| {
+            name[i..]
+                .strip_prefix(next)
+                .is_some_and(|tail| after_placeholder(rest, tail))
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn decl(name: &'static str) -> DeclaredLock {
-        DeclaredLock::new(name, 600, None, "m::f", "f.rs", 1)
-    }
-
-    #[test]
-    fn splits_templates() {
-        assert_eq!(
-            template_parts("a{{b}}:{x}-{y}"),
-            vec![
-                Part::Literal("a{b}:".into()),
-                Part::Placeholder,
-                Part::Literal("-".into()),
-                Part::Placeholder
-            ]
-        );
+    fn decl(literals: &'static [&'static str]) -> DeclaredLock {
+        DeclaredLock::declare("t", "m::f", "f.rs", 1).with_literals(literals)
     }
 
     #[test]
     fn matches_rendered_names() {
-        assert!(decl("job:{id}").matches("job:1"));
-        assert!(decl("job:{id}").matches("job:a:b"));
-        assert!(decl("{a}-{b}").matches("x-y-z"));
-        assert!(!decl("{a}-{b}").matches("x-"));
-        assert!(decl("plain").matches("plain"));
-        assert!(!decl("plain").matches("plain2"));
-        assert!(decl("b{{r}}ace").matches("b{r}ace"));
-        assert!(decl("é:{x}").matches("é:ü"));
+        let job = decl(&["job:", ""]); // "job:{id}"
+        assert!(job.matches("job:1"));
+        assert!(job.matches("job:a:b"));
+        assert!(!job.matches("job:"));
+        assert!(!job.matches("other:1"));
+        let two = decl(&["", "-", ""]); // "{a}-{b}"
+        assert!(two.matches("x-y-z"));
+        assert!(!two.matches("x-"));
+        assert!(!two.matches("-y"));
+        let plain = decl(&["plain"]);
+        assert!(plain.matches("plain"));
+        assert!(!plain.matches("plain2"));
+        assert!(decl(&["b{r}ace"]).matches("b{r}ace"));
+        assert!(decl(&["é:", ""]).matches("é:ü"));
+        assert!(!decl(&[]).matches("anything"));
     }
 }
