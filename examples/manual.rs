@@ -227,7 +227,7 @@ fn renewing(store: &LockStore) -> lockmgr::Result<()> {
     Ok(())
 }
 
-/// `set_lock`: many names at once, as the seed's `set_lock` command; with `fail`, all
+/// `set_lock`: many names at once, as django-lockmgr's `set_lock` command; with `fail`, all
 /// or nothing.
 fn set_lock(store: &LockStore) -> lockmgr::Result<()> {
     println!("\n== set_lock");

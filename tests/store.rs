@@ -24,7 +24,7 @@ fn wait_until_free(store: &LockStore, name: &str) {
     );
 }
 
-// --- the seed's tests -----------------------------------------------------------
+// --- django-lockmgr's own tests, in Rust -----------------------------------------
 
 fn second_get_lock_fails_with_locked(db: &TestDb) {
     let store = db.store();
@@ -326,7 +326,7 @@ fn guard_renew_main_and_expired_main(db: &TestDb) {
     assert!(store.list_locks().unwrap().is_empty());
 }
 
-// --- beyond the seed ----------------------------------------------------------
+// --- beyond django-lockmgr ------------------------------------------------------
 
 fn stale_lock_cannot_touch_new_holder(db: &TestDb) {
     let store = db.store();

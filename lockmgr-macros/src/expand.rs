@@ -172,7 +172,7 @@ fn declaration_tokens(
             #line,
         )
     };
-    // Without keep-alive and without `expires`, the seed's 600 s; `expires` (set after)
+    // Without keep-alive and without `expires`, django-lockmgr's 600 s; `expires` (set after)
     // overrides it.
     if args.keepalive == Some(false) {
         tokens.extend(quote!(.without_keepalive()));

@@ -115,7 +115,7 @@ const SQLITE_URI_PARAMS: &[(&str, Option<&[&str]>)] = &[
 ];
 
 impl DatabaseUrl {
-    /// Parse a URL as the contract lays out:
+    /// Parse a database URL:
     /// `postgres://…` / `postgresql://…` or a libpq `key=value` string, `mysql://…`
     /// (or `mariadb://…`), `sqlite://PATH[?PARAMS]`, `sqlite::memory:`, a `file:` URI,
     /// or a plain path.

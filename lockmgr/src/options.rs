@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-/// The seed's default renewal: 120 seconds.
+/// django-lockmgr's default renewal: 120 seconds.
 pub const DEFAULT_RENEW: Duration = Duration::from_secs(120);
 
 /// How to renew a lock.

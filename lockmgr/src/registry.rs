@@ -115,7 +115,7 @@ impl DeclaredLock {
         self
     }
 
-    /// `keepalive = false` without `expires`: the seed's 600 s, not renewed.
+    /// `keepalive = false` without `expires`: django-lockmgr's 600 s, not renewed.
     pub(crate) const fn without_keepalive(mut self) -> Self {
         self.keepalive = false;
         self.expires = Some(crate::builder::DEFAULT_EXPIRES);

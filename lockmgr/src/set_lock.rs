@@ -16,7 +16,7 @@ pub enum SetLockAction {
 }
 
 impl SetLockAction {
-    /// The seed's word for it: `create`, `extend` or `skip`.
+    /// django-lockmgr's word for it: `create`, `extend` or `skip`.
     pub fn as_str(self) -> &'static str {
         match self {
             SetLockAction::Create => "create",
