@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use diesel::connection::{Connection, SimpleConnection};
+use diesel::connection::{CacheSize, Connection, SimpleConnection};
 #[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
@@ -97,8 +97,21 @@ impl Pool {
     ) -> Result<(Pool, Vec<String>)> {
         match url.backend {
             Backend::Postgres => {
-                let manager = Manager::<PgConnection> {
-                    target: url.target.clone(),
+                let setup: Setup<PgConnection> = if url.pooled() {
+                    // Behind a transaction pooler each statement may run on another
+                    // server session: nothing may live in one. Statements are sent
+                    // unnamed (parse, bind and execute in one round trip), so no
+                    // `__diesel_stmt_N` is left on a server connection for another
+                    // client to run, and each is planned for its own values (a
+                    // custom plan: the primary key), so sequential scans need no
+                    // session setting. diesel's own `SET TIME ZONE` and
+                    // `CLIENT_ENCODING` at connect are parameters PgBouncer tracks
+                    // per client.
+                    Box::new(|conn| {
+                        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                        Ok(())
+                    })
+                } else {
                     // diesel already sets `TIME ZONE 'UTC'` and UTF-8 on every new
                     // connection. Lock statements are prepared once per connection and
                     // PostgreSQL soon reuses one generic plan for them: if that plan was
@@ -106,7 +119,11 @@ impl Pool {
                     // kept after the table grows to thousands of locks (measured: 13×
                     // slower at 100,000). Every lock statement has a primary-key path, so
                     // rule sequential scans out for this session.
-                    setup: Box::new(|conn| conn.batch_execute("SET enable_seqscan = off")),
+                    Box::new(|conn| conn.batch_execute("SET enable_seqscan = off"))
+                };
+                let manager = Manager::<PgConnection> {
+                    target: url.target.clone(),
+                    setup,
                 };
                 let applied = first_connection(&manager, url, migrate)?;
                 Ok((

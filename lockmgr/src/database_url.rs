@@ -10,6 +10,15 @@ pub const LOCKMGR_DATABASE_URL: &str = "LOCKMGR_DATABASE_URL";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// The embedded default: a SQLite file in the current directory.
 pub const DEFAULT_SQLITE_PATH: &str = "lockmgr.sqlite3";
+/// The environment variable [`LockStore::from_env`](crate::LockStore::from_env) reads
+/// for a direct PostgreSQL URL on which waiters `LISTEN` for releases when the store's
+/// own URL goes through a transaction pooler; see
+/// [`LockStoreBuilder::listen_url`](crate::LockStoreBuilder::listen_url).
+pub const LOCKMGR_LISTEN_URL: &str = "LOCKMGR_LISTEN_URL";
+/// The PostgreSQL URL parameter that declares a transaction-pooling proxy in front of
+/// the server (`?pgbouncer=true`), or its absence (`?pgbouncer=false`). lockmgr reads
+/// it and removes it before connecting.
+pub const PGBOUNCER_PARAM: &str = "pgbouncer";
 
 /// Which database a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,6 +55,10 @@ pub(crate) struct DatabaseUrl {
     pub(crate) in_memory: bool,
     /// The URL as given, with any password replaced by `***`.
     pub(crate) masked: String,
+    /// PostgreSQL: the URL's `pgbouncer` parameter (removed from `target`):
+    /// `Some(true)`, a transaction pooler is in front of the server; `Some(false)`,
+    /// the connection keeps its server session; `None`, not said.
+    pub(crate) pgbouncer: Option<bool>,
     /// The password, if any, to scrub from driver messages.
     secret: Option<String>,
 }
@@ -80,11 +93,13 @@ impl DatabaseUrl {
                 .password()
                 .map(percent_decode)
                 .or_else(|| query_value(&parsed, "password"));
+            let (target, pgbouncer) = take_pgbouncer_param(trimmed).map_err(|e| invalid(&e))?;
             return Ok(DatabaseUrl {
                 backend: Backend::Postgres,
-                target: trimmed.to_string(),
+                target,
                 in_memory: false,
                 masked,
+                pgbouncer,
                 secret,
             });
         }
@@ -101,6 +116,7 @@ impl DatabaseUrl {
                 target: path.to_string(),
                 in_memory,
                 masked: masked.clone(),
+                pgbouncer: None,
                 secret: None,
             })
         };
@@ -118,6 +134,12 @@ impl DatabaseUrl {
             )));
         }
         sqlite(trimmed)
+    }
+
+    /// PostgreSQL behind a transaction pooler (`?pgbouncer=true`, or found at open):
+    /// no statement or setting may depend on the server session.
+    pub(crate) fn pooled(&self) -> bool {
+        self.pgbouncer == Some(true)
     }
 
     /// Remove the password from a driver's message, wherever it appears.
@@ -163,8 +185,42 @@ fn parse_mysql(
         target,
         in_memory: false,
         masked,
+        pgbouncer: None,
         secret,
     })
+}
+
+/// Remove the `pgbouncer` parameter from a PostgreSQL URL (libpq refuses parameters
+/// it does not know); the URL without it, and its value. The rest of the URL is kept
+/// byte for byte.
+fn take_pgbouncer_param(url: &str) -> std::result::Result<(String, Option<bool>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut value = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key.eq_ignore_ascii_case(PGBOUNCER_PARAM) {
+            kept.push(pair);
+            continue;
+        }
+        value = Some(match percent_decode(raw).to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => {
+                return Err(format!(
+                    "`{PGBOUNCER_PARAM}` must be true or false, not {other:?}"
+                ))
+            }
+        });
+    }
+    let target = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((target, value))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -343,6 +399,45 @@ mod tests {
             mask_password("mysql://root:pw@localhost/db?unix_socket=/tmp/s"),
             "mysql://root:***@localhost/db?unix_socket=/tmp/s"
         );
+    }
+
+    #[test]
+    fn reads_and_strips_the_pgbouncer_parameter() {
+        for (raw, target, value) in [
+            ("postgres://u:p@h:6432/db", "postgres://u:p@h:6432/db", None),
+            (
+                "postgres://u:p@h:6432/db?pgbouncer=true",
+                "postgres://u:p@h:6432/db",
+                Some(true),
+            ),
+            (
+                "postgresql://h/db?sslmode=require&pgbouncer=TRUE&connect_timeout=5",
+                "postgresql://h/db?sslmode=require&connect_timeout=5",
+                Some(true),
+            ),
+            (
+                "postgres://h/db?pgbouncer=false&application_name=a%20b",
+                "postgres://h/db?application_name=a%20b",
+                Some(false),
+            ),
+            ("postgres://h/db?pgbouncer=1", "postgres://h/db", Some(true)),
+        ] {
+            let url = DatabaseUrl::parse(raw).unwrap();
+            assert_eq!(
+                (url.target.as_str(), url.pgbouncer),
+                (target, value),
+                "{raw}"
+            );
+            assert_eq!(url.masked, mask_password(raw), "{raw}");
+        }
+        let err = DatabaseUrl::parse("postgres://u:hunter2@h/db?pgbouncer=maybe").unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`pgbouncer` must be true or false"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

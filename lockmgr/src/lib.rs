@@ -156,6 +156,7 @@ mod wakeup;
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
     mask_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+    LOCKMGR_LISTEN_URL, PGBOUNCER_PARAM,
 };
 pub use error::{Error, Result};
 pub use global::{

@@ -8,6 +8,7 @@ use crate::builder::LockMgr;
 use crate::conn::{Pool, PoolOptions};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+    LOCKMGR_LISTEN_URL,
 };
 use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{Error, Result};
@@ -59,6 +60,9 @@ struct Inner {
     board: Arc<WakeBoard>,
     /// The longest sleep of a waiter between tries.
     poll_cap: Duration,
+    /// PostgreSQL: where the release listener connects (`LISTEN` needs a session of
+    /// its own); `None`: no listener, waiters poll.
+    listen_target: Option<String>,
 }
 
 impl fmt::Debug for LockStore {
@@ -138,6 +142,7 @@ pub struct LockStoreBuilder {
     locked_by: Option<String>,
     migrate: bool,
     poll_cap: Option<Duration>,
+    listen_url: Option<String>,
 }
 
 impl LockStoreBuilder {
@@ -174,13 +179,40 @@ impl LockStoreBuilder {
         self
     }
 
-    /// The longest sleep of a waiter between two tries (default: 30 ms on SQLite, where
-    /// polling is how a waiter learns of a release in another process; 250 ms on
-    /// PostgreSQL, where releases are announced with `NOTIFY` and polling is only the
-    /// fallback). Waiters also wake early on a release in this process and when the
-    /// holder's lock expires.
+    /// The longest sleep of a waiter between two tries (default: 30 ms on SQLite and
+    /// MySQL, where polling is how a waiter learns of a release in another process;
+    /// 250 ms on PostgreSQL, where releases are announced with `NOTIFY` and polling is
+    /// only the fallback; 50 ms on PostgreSQL behind a transaction pooler without a
+    /// [`listen_url`](LockStoreBuilder::listen_url), where nothing is announced).
+    /// Waiters also wake early on a release in this process and when the holder's lock
+    /// expires.
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_cap = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// PostgreSQL: a URL on which waiters `LISTEN` for releases announced by other
+    /// processes, instead of the store's own URL. `LISTEN` needs a server session of
+    /// its own, which a transaction pooler (`?pgbouncer=true`) does not give: point
+    /// this at the server itself (or at a session-pooling port) to keep prompt
+    /// wake-ups behind such a pooler. It holds one connection per process, only while
+    /// someone in the process waits (closed after 30 s without waiters).
+    ///
+    /// Without it, a store behind a transaction pooler starts no listener and its
+    /// waiters poll (at most [`max_poll_interval`](LockStoreBuilder::max_poll_interval)
+    /// apart, 50 ms by default); a store on a direct URL listens on that URL.
+    /// [`LockStore::from_env`] takes it from `LOCKMGR_LISTEN_URL`. Ignored by the other
+    /// backends.
+    ///
+    /// ```no_run
+    /// # fn main() -> lockmgr::Result<()> {
+    /// let store = lockmgr::LockStore::builder("postgres://app:pw@pgbouncer:6432/app?pgbouncer=true")
+    ///     .listen_url("postgres://app:pw@db-primary:5432/app")
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
         self
     }
 
@@ -188,6 +220,7 @@ impl LockStoreBuilder {
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
         let url = DatabaseUrl::parse(&self.url)?;
+        let listen_target = listen_target(&url, self.listen_url.as_deref())?;
         let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
         if !applied.is_empty() {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
@@ -196,7 +229,14 @@ impl LockStoreBuilder {
         let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
         let poll_cap = self
             .poll_cap
-            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend));
+            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend, listen_target.is_some()));
+        if url.pooled() && listen_target.is_none() {
+            tracing::info!(
+                url = %url.masked,
+                ?poll_cap,
+                "lockmgr: behind a transaction pooler without a listen URL: waiters poll"
+            );
+        }
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
@@ -204,9 +244,36 @@ impl LockStoreBuilder {
                 locked_by,
                 board,
                 poll_cap,
+                listen_target,
             }),
         })
     }
+}
+
+/// Where a PostgreSQL store's release listener connects: the listen URL when one is
+/// given, else the store's own URL unless that goes through a transaction pooler.
+fn listen_target(url: &DatabaseUrl, listen_url: Option<&str>) -> Result<Option<String>> {
+    if url.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let Some(raw) = listen_url.filter(|raw| !raw.trim().is_empty()) else {
+        return Ok((!url.pooled()).then(|| url.target.clone()));
+    };
+    let listen = DatabaseUrl::parse(raw)?;
+    let refuse = |reason: &str| Error::InvalidUrl {
+        url: listen.masked.clone(),
+        reason: format!("as a listen URL: {reason}"),
+    };
+    if listen.backend != Backend::Postgres {
+        return Err(refuse("it must be a PostgreSQL URL"));
+    }
+    if listen.pooled() {
+        return Err(refuse(
+            "LISTEN needs a session of its own, which a transaction pooler \
+             (pgbouncer=true) does not give; use a direct URL",
+        ));
+    }
+    Ok(Some(listen.target))
 }
 
 /// The host name, which is what `locked_by` says unless told otherwise.
@@ -249,13 +316,23 @@ impl LockStore {
             locked_by: None,
             migrate: true,
             poll_cap: None,
+            listen_url: None,
         }
     }
 
     /// Open the store named by the environment: `LOCKMGR_DATABASE_URL`, else
     /// `DATABASE_URL`, else the SQLite file `lockmgr.sqlite3` in the current directory.
+    /// `LOCKMGR_LISTEN_URL`, when set, is its
+    /// [`listen_url`](LockStoreBuilder::listen_url).
     pub fn from_env() -> Result<LockStore> {
-        LockStore::open(&url_from_env())
+        let mut builder = LockStore::builder(&url_from_env());
+        if let Some(listen) = std::env::var(LOCKMGR_LISTEN_URL)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            builder = builder.listen_url(listen);
+        }
+        builder.open()
     }
 
     /// Which database this store uses.
@@ -621,10 +698,10 @@ impl LockStore {
     }
 
     /// Interest in the next release of `name`, taken before an acquisition attempt;
-    /// on PostgreSQL this also makes sure the release listener runs.
+    /// on PostgreSQL this also makes sure the release listener runs, if it has one.
     pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
-        if self.inner.url.backend == Backend::Postgres {
-            crate::wakeup::spawn_pg_listener(&self.inner.board, self.inner.url.target.clone());
+        if let Some(target) = &self.inner.listen_target {
+            crate::wakeup::spawn_pg_listener(&self.inner.board, target.clone());
         }
         self.inner.board.ticket(name)
     }
