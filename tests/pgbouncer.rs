@@ -161,6 +161,36 @@ fn three_processes_through_a_transaction_pool() {
     race_through(&url, &direct);
 }
 
+/// Without `?pgbouncer=true` the pooler is found at open (the server session is not
+/// the one announced at connect) and used the same way.
+#[test]
+fn three_processes_through_a_transaction_pool_found_without_the_parameter() {
+    let (direct, bouncer) = setup(PoolMode::Transaction, 2);
+    race_through(&bouncer.url_for(&direct), &direct);
+}
+
+/// The pooler is found whatever its mode; a direct connection is not taken for one;
+/// the URL's word wins over what is found.
+#[test]
+fn a_pooler_is_found_at_open_unless_the_url_says() {
+    let cluster = PgCluster::shared();
+    let direct = cluster.new_database();
+    for mode in [PoolMode::Transaction, PoolMode::Session] {
+        let bouncer = PgBouncer::start(cluster, mode, 1).unwrap_or_else(|e| panic!("{e}"));
+        let pooled = bouncer.url_for(&direct);
+        let store = LockStore::open(&pooled).unwrap();
+        assert!(store.through_pooler(), "{mode:?}: not found");
+        let said = LockStore::open(&format!("{pooled}?pgbouncer=false")).unwrap();
+        assert!(
+            !said.through_pooler(),
+            "{mode:?}: pgbouncer=false overruled"
+        );
+    }
+    assert!(!LockStore::open(&direct).unwrap().through_pooler());
+    let said = LockStore::open(&format!("{direct}?pgbouncer=true")).unwrap();
+    assert!(said.through_pooler());
+}
+
 #[test]
 fn three_processes_through_a_session_pool() {
     let (direct, bouncer) = setup(PoolMode::Session, 2);

@@ -232,6 +232,29 @@ where
     result
 }
 
+/// PostgreSQL without a `pgbouncer` parameter: find out whether a pooler is in
+/// between (see [`crate::pooler`]) and, if one is, behave as with `?pgbouncer=true`,
+/// with a warning that says how to make the choice explicit.
+pub(crate) fn resolve_pooler(url: &mut DatabaseUrl) -> Result<()> {
+    if url.backend != Backend::Postgres || url.pgbouncer.is_some() {
+        return Ok(());
+    }
+    let pooled =
+        crate::pooler::pooler_in_between(&url.target).map_err(|e| connection_error(url, &e))?;
+    if pooled {
+        tracing::warn!(
+            url = %url.masked,
+            "lockmgr: this URL reaches PostgreSQL through a connection pooler (the server \
+             session differs from the one announced at connect); lockmgr uses it as with \
+             ?pgbouncer=true: no named prepared statements, no session settings, no LISTEN \
+             (waiters poll unless a listen URL is set). Add ?pgbouncer=true to the URL to \
+             say so, or ?pgbouncer=false if the pooler keeps sessions (session pooling)"
+        );
+    }
+    url.pgbouncer = Some(pooled);
+    Ok(())
+}
+
 /// The statement failed because the connection itself is gone.
 fn link_is_gone(err: &DieselError) -> bool {
     match err {

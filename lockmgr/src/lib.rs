@@ -147,6 +147,7 @@ mod macro_support;
 mod migrate;
 mod model;
 mod name;
+mod pooler;
 mod registry;
 mod set_lock;
 mod store;

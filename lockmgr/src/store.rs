@@ -219,7 +219,8 @@ impl LockStoreBuilder {
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
-        let url = DatabaseUrl::parse(&self.url)?;
+        let mut url = DatabaseUrl::parse(&self.url)?;
+        crate::conn::resolve_pooler(&mut url)?;
         let listen_target = listen_target(&url, self.listen_url.as_deref())?;
         let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
         if !applied.is_empty() {
@@ -338,6 +339,15 @@ impl LockStore {
     /// Which database this store uses.
     pub fn backend(&self) -> Backend {
         self.inner.url.backend
+    }
+
+    /// Whether this store goes through a transaction pooler: PostgreSQL with
+    /// `?pgbouncer=true`, or with a pooler found at open when the URL did not say
+    /// (`?pgbouncer=false` says there is none to worry about). Such a store sends only
+    /// unnamed statements, sets nothing on the server session, and listens for
+    /// releases only on its [`listen_url`](LockStoreBuilder::listen_url).
+    pub fn through_pooler(&self) -> bool {
+        self.inner.url.pooled()
     }
 
     /// The store's URL with any password masked.
