@@ -7,7 +7,9 @@
 //!
 //! - **SQLite** is the embedded default (the file `lockmgr.sqlite3`, or
 //!   `LOCKMGR_DATABASE_URL` / `DATABASE_URL`): nothing to install, one host.
-//! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts.
+//! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts; behind a
+//!   transaction-pooling proxy such as PgBouncer add `?pgbouncer=true` (see
+//!   [`LockStoreBuilder::listen_url`] for prompt wake-ups there).
 //! - **MySQL / MariaDB** (`mysql://…`, with the `mysql` cargo feature) is one too.
 //!
 //! ## Quick start
