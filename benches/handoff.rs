@@ -3,7 +3,9 @@
 //! `cargo bench --bench handoff` prints a markdown table (copied into
 //! docs/BENCHMARKS.md): p50, p90 and max over `HANDOFFS` hand-offs, between two stores
 //! in one process (two threads) and between two processes, on a SQLite file and on a
-//! throwaway PostgreSQL (durable settings).
+//! throwaway PostgreSQL (durable settings), directly and through a PgBouncer in
+//! transaction pooling mode (`?pgbouncer=true`), with a direct listen URL and without
+//! one (waiters poll).
 //!
 //! Two parties take turns on one lock: each waits for it (`wait = 30 s`), holds it for
 //! a moment, notes the release time and releases, then pauses before waiting again, so
@@ -14,8 +16,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lockmgr::{Backend, LockStore};
-use testkit::PgCluster;
+use lockmgr::LockStore;
+use testkit::{PgBouncer, PgCluster, PoolMode};
 
 const HANDOFFS: usize = 30;
 const HOLD: Duration = Duration::from_millis(400);
@@ -24,7 +26,11 @@ const PAUSE: Duration = Duration::from_millis(50);
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--party") {
-        for event in party(&args[1], HANDOFFS / 2 + 1) {
+        let party_at = Party {
+            url: args[1].clone(),
+            listen_url: args.get(2).cloned(),
+        };
+        for event in party(&party_at, HANDOFFS / 2 + 1) {
             println!("{} {}", event.0, event.1);
         }
         return;
@@ -34,27 +40,43 @@ fn main() {
     }
     let cluster =
         PgCluster::start(&["fsync=on", "synchronous_commit=on"]).unwrap_or_else(|e| panic!("{e}"));
+    let bouncer =
+        PgBouncer::start(&cluster, PoolMode::Transaction, 4).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
+    let sqlite = dir.path().join("handoff.sqlite3");
+    let postgres = cluster.new_database();
+    let pooled = cluster.new_database();
+    let pooled_url = format!("{}?pgbouncer=true", bouncer.url_for(&pooled));
+    let at = |backend: &'static str, url: &str, listen_url: Option<&str>| {
+        let party = Party {
+            url: url.to_string(),
+            listen_url: listen_url.map(str::to_string),
+        };
+        (backend, party)
+    };
     let targets = [
-        (
-            Backend::Sqlite,
-            dir.path()
-                .join("handoff.sqlite3")
-                .to_str()
-                .unwrap()
-                .to_string(),
+        at("sqlite", sqlite.to_str().unwrap(), None),
+        at("postgres", &postgres, None),
+        at(
+            "postgres via PgBouncer, listen URL",
+            &pooled_url,
+            Some(&pooled),
         ),
-        (Backend::Postgres, cluster.new_database()),
+        at("postgres via PgBouncer, polling", &pooled_url, None),
     ];
     println!("## Hand-off latency, release → waiter's acquire ({HANDOFFS}+ hand-offs each)\n");
     println!("| backend | parties | p50 | p90 | max | hand-offs |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (backend, url) in &targets {
-        LockStore::open(url).unwrap();
-        for (label, events) in [
-            ("two stores, one process", in_process(url)),
-            ("two processes", two_processes(url)),
-        ] {
+    for (backend, party_at) in &targets {
+        party_at.store();
+        let mut runs = Vec::new();
+        // Through the pooler only between processes: in one process a release wakes
+        // the waiters directly, whatever the URL.
+        if !backend.contains("PgBouncer") {
+            runs.push(("two stores, one process", in_process(party_at)));
+        }
+        runs.push(("two processes", two_processes(party_at)));
+        for (label, events) in runs {
             let mut latencies = handoff_latencies(events);
             latencies.sort();
             let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
@@ -80,10 +102,27 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
+/// Where a party opens its store.
+#[derive(Clone)]
+struct Party {
+    url: String,
+    listen_url: Option<String>,
+}
+
+impl Party {
+    fn store(&self) -> LockStore {
+        let mut builder = LockStore::builder(&self.url);
+        if let Some(listen) = &self.listen_url {
+            builder = builder.listen_url(listen);
+        }
+        builder.open().unwrap()
+    }
+}
+
 /// One party: `turns` times wait for the lock, hold it, release it, pause. The events:
 /// ("acquired" | "released", unix ns).
-fn party(url: &str, turns: usize) -> Vec<(&'static str, u128)> {
-    let store = LockStore::open(url).unwrap();
+fn party(at: &Party, turns: usize) -> Vec<(&'static str, u128)> {
+    let store = at.store();
     let mut events = Vec::new();
     for _ in 0..turns {
         let guard = store
@@ -101,23 +140,25 @@ fn party(url: &str, turns: usize) -> Vec<(&'static str, u128)> {
     events
 }
 
-fn in_process(url: &str) -> Vec<(&'static str, u128)> {
+fn in_process(at: &Party) -> Vec<(&'static str, u128)> {
     let other = {
-        let url = url.to_string();
-        std::thread::spawn(move || party(&url, HANDOFFS / 2 + 1))
+        let at = at.clone();
+        std::thread::spawn(move || party(&at, HANDOFFS / 2 + 1))
     };
-    let mut events = party(url, HANDOFFS / 2 + 1);
+    let mut events = party(at, HANDOFFS / 2 + 1);
     events.extend(other.join().unwrap());
     events
 }
 
-fn two_processes(url: &str) -> Vec<(&'static str, u128)> {
+fn two_processes(at: &Party) -> Vec<(&'static str, u128)> {
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--party", url])
+        .arg("--party")
+        .arg(&at.url)
+        .args(&at.listen_url)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut events = party(url, HANDOFFS / 2 + 1);
+    let mut events = party(at, HANDOFFS / 2 + 1);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     for line in BufReader::new(&out.stdout[..]).lines() {

@@ -2,8 +2,9 @@
 //!
 //! `cargo bench --bench throughput` prints markdown tables (copied into
 //! docs/BENCHMARKS.md); `--features mysql` adds MariaDB rows. PostgreSQL runs in a
-//! throwaway cluster with durable settings (`fsync=on`, `synchronous_commit=on`);
-//! MariaDB in a throwaway server with its default durability and buffer pool
+//! throwaway cluster with durable settings (`fsync=on`, `synchronous_commit=on`), also
+//! through a PgBouncer in transaction pooling mode (`?pgbouncer=true`: unnamed
+//! statements; the floor there sends unnamed statements too); MariaDB in a throwaway server with its default durability and buffer pool
 //! (`innodb_flush_log_at_trx_commit=1`: the redo log is flushed at every commit); SQLite is a file in WAL mode with
 //! `synchronous=NORMAL`, as lockmgr sets it.
 //!
@@ -24,10 +25,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use diesel::connection::CacheSize;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use lockmgr::{Backend, LockStore};
-use testkit::PgCluster;
+use testkit::{PgBouncer, PgCluster, PoolMode};
 
 diesel::table! {
     floor_lock (name) {
@@ -37,6 +39,35 @@ diesel::table! {
 
 const PROCESSES: usize = 8;
 const TRIES: usize = 200;
+
+/// One database the bench runs on.
+struct Target {
+    /// The first column of its rows.
+    label: String,
+    backend: Backend,
+    /// What lockmgr opens.
+    url: String,
+    /// What the floor connects to: the same way as lockmgr, without lockmgr's
+    /// URL parameters.
+    floor_url: String,
+    /// The database itself, for filling the table.
+    direct_url: String,
+    /// Through a transaction pooler: the floor sends unnamed statements too.
+    pooled: bool,
+}
+
+impl Target {
+    fn direct(backend: Backend, url: String) -> Target {
+        Target {
+            label: backend.to_string(),
+            backend,
+            floor_url: url.clone(),
+            direct_url: url.clone(),
+            url,
+            pooled: false,
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,30 +88,35 @@ fn main() {
         "--innodb-buffer-pool-size=128M", // MariaDB's default; the test kit's is smaller
     ])
     .unwrap_or_else(|e| panic!("{e}"));
+    let bouncer =
+        PgBouncer::start(&cluster, PoolMode::Transaction, 20).unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
+    let sqlite = dir.path().join("bench.sqlite3");
+    let pooled_db = cluster.new_database();
     #[allow(unused_mut)]
     let mut targets = vec![
-        (
-            Backend::Sqlite,
-            dir.path()
-                .join("bench.sqlite3")
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ),
-        (Backend::Postgres, cluster.new_database()),
+        Target::direct(Backend::Sqlite, sqlite.to_str().unwrap().to_string()),
+        Target::direct(Backend::Postgres, cluster.new_database()),
+        Target {
+            label: "postgres via PgBouncer (transaction)".to_string(),
+            backend: Backend::Postgres,
+            url: format!("{}?pgbouncer=true", bouncer.url_for(&pooled_db)),
+            floor_url: bouncer.url_for(&pooled_db),
+            direct_url: pooled_db,
+            pooled: true,
+        },
     ];
     #[cfg(feature = "mysql")]
-    targets.push((Backend::Mysql, mariadb.new_database()));
+    targets.push(Target::direct(Backend::Mysql, mariadb.new_database()));
 
     println!(
         "## Uncontended acquire + release (one thread; median of {rounds} rounds of {round:?})\n"
     );
     println!("| backend | workload | floor cycles/s | lockmgr cycles/s | ratio |");
     println!("|---|---|---:|---:|---:|");
-    for (backend, url) in &targets {
-        let store = LockStore::open(url).unwrap();
-        let mut floor = Floor::open(*backend, url);
+    for target in &targets {
+        let store = LockStore::open(&target.url).unwrap();
+        let mut floor = Floor::open(target);
         for (workload, distinct) in [("distinct names", true), ("one name", false)] {
             let (f, o) = paired_medians(
                 rounds,
@@ -95,7 +131,8 @@ fn main() {
                 },
             );
             println!(
-                "| {backend} | {workload} | {f:.0} | {o:.0} | {:.2}× |",
+                "| {} | {workload} | {f:.0} | {o:.0} | {:.2}× |",
+                target.label,
                 o / f
             );
         }
@@ -104,11 +141,11 @@ fn main() {
     println!("\n## Contention: {PROCESSES} processes × {TRIES} tries on one name, no wait\n");
     println!("| backend | successes | Locked | other errors | overlaps | wall time |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (backend, url) in &targets {
-        let (tally, wall) = contention(url);
+    for target in &targets {
+        let (tally, wall) = contention(&target.url);
         println!(
-            "| {backend} | {} | {} | {} | {} | {:.0?} |",
-            tally[0], tally[1], tally[2], tally[3], wall
+            "| {} | {} | {} | {} | {} | {:.0?} |",
+            target.label, tally[0], tally[1], tally[2], tally[3], wall
         );
     }
 
@@ -121,12 +158,12 @@ fn main() {
     println!("\n## Cost growth with other live locks (one thread, distinct names)\n");
     println!("| backend | other live locks | cycles/s | clean_locks | list_locks |");
     println!("|---|---:|---:|---:|---:|");
-    for (backend, url) in &targets {
-        let store = LockStore::open(url).unwrap();
+    for target in &targets {
+        let store = LockStore::open(&target.url).unwrap();
         store.reset_locks().unwrap();
         let mut present = 0;
         for others in [0usize, 10_000, 100_000] {
-            fill(*backend, url, present, others);
+            fill(target.backend, &target.direct_url, present, others);
             present = others;
             let mut rates: Vec<f64> = (0..rounds)
                 .map(|r| {
@@ -150,7 +187,8 @@ fn main() {
                 ("".to_string(), "".to_string())
             };
             println!(
-                "| {backend} | {others} | {:.0} | {clean} | {list} |",
+                "| {} | {others} | {:.0} | {clean} | {list} |",
+                target.label,
                 median(&mut rates)
             );
         }
@@ -163,12 +201,12 @@ fn guarded(store: &LockStore, round: usize, i: usize) -> lockmgr::Result<()> {
     Ok(())
 }
 
-fn macro_overhead(targets: &[(Backend, String)], rounds: usize, round: Duration) {
+fn macro_overhead(targets: &[Target], rounds: usize, round: Duration) {
     println!("\n## Macro overhead: `#[locked]` call vs. the same guard by hand (median of {rounds} rounds)\n");
     println!("| backend | by hand cycles/s | `#[locked]` cycles/s | ratio |");
     println!("|---|---:|---:|---:|");
-    for (backend, url) in targets {
-        let store = LockStore::open(url).unwrap();
+    for target in targets {
+        let store = LockStore::open(&target.url).unwrap();
         let (h, m) = paired_medians(
             rounds,
             |r| {
@@ -183,7 +221,7 @@ fn macro_overhead(targets: &[(Backend, String)], rounds: usize, round: Duration)
             },
             |r| rate(round, |i| guarded(&store, r + rounds, i).unwrap()),
         );
-        println!("| {backend} | {h:.0} | {m:.0} | {:.2}× |", m / h);
+        println!("| {} | {h:.0} | {m:.0} | {:.2}× |", target.label, m / h);
     }
 }
 
@@ -216,11 +254,12 @@ fn rate(duration: Duration, mut cycle: impl FnMut(usize)) -> f64 {
 /// Section: acquire + release with the store's background clean on (its default, every
 /// 30 s, and every 100 ms) and off, sides alternating round by round; every cycle
 /// leaves an expired row behind, so each clean has work to do.
-fn auto_clean(targets: &[(Backend, String)], rounds: usize, round: Duration) {
+fn auto_clean(targets: &[Target], rounds: usize, round: Duration) {
     println!("\n## Auto-clean: acquire + release with the background clean off and on (median of {rounds} rounds)\n");
     println!("| backend | off cycles/s | every 30 s | every 100 ms | ratio (100 ms / off) |");
     println!("|---|---:|---:|---:|---:|");
-    for (backend, url) in targets {
+    for target in targets {
+        let (backend, url) = (&target.label, &target.url);
         let open =
             |every: Option<Duration>| LockStore::builder(url).auto_clean(every).open().unwrap();
         let (off, default, busy) = (
@@ -299,11 +338,15 @@ enum Floor {
 }
 
 impl Floor {
-    fn open(backend: Backend, url: &str) -> Floor {
+    fn open(target: &Target) -> Floor {
+        let (backend, url) = (target.backend, target.floor_url.as_str());
         let ddl = "CREATE TABLE IF NOT EXISTS floor_lock (name TEXT PRIMARY KEY NOT NULL)";
         match backend {
             Backend::Postgres => {
                 let mut conn = PgConnection::establish(url).unwrap();
+                if target.pooled {
+                    conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                }
                 conn.batch_execute(ddl).unwrap();
                 Floor::Pg(conn)
             }

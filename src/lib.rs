@@ -14,6 +14,8 @@
 //!
 //! A [`SilentProxy`] sits between a store and its server and can stop forwarding
 //! without closing anything: a silent network partition.
+//! A PgBouncer (`PgBouncer`) can stand in front of a cluster, in transaction or session
+//! pooling mode, on a free loopback port of its own.
 //!
 //! If a server cannot be started, the tests that need it panic with the reason: a
 //! PostgreSQL or MariaDB test is never silently skipped.
@@ -33,9 +35,11 @@ use lockmgr::LockStore;
 
 #[cfg(feature = "mysql")]
 mod mysql;
+mod pgbouncer;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlServer;
 mod proxy;
+pub use pgbouncer::{PgBouncer, PoolMode};
 pub use proxy::SilentProxy;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh database in the
@@ -239,6 +243,11 @@ impl PgCluster {
         self.port
     }
 
+    /// The folder of its Unix socket (`host=` for libpq).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The URL of database `db`.
     pub fn url_of(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
@@ -344,18 +353,24 @@ fn pg_program(name: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// A command for `program`, run as the `postgres` user when we are root (PostgreSQL
+/// and PgBouncer refuse to run as root).
+pub(crate) fn as_postgres(as_root: bool, program: &Path) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Run a PostgreSQL program to completion (as `postgres` when root), its output in `log`.
 fn run_pg(as_root: bool, program: &str, args: &[&str], log: &Path) -> Result<(), String> {
     let program_path = pg_program(program)?;
     let out = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut command = if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&program_path);
-        c
-    } else {
-        Command::new(&program_path)
-    };
+    let mut command = as_postgres(as_root, &program_path);
     // Output goes to a file, never to a pipe the server could inherit and keep open.
     let status = command
         .args(args)
@@ -399,10 +414,19 @@ fn spawn_watchdog(base: &Path, data: &Path, as_root: bool) {
         pg_ctl.display(),
         data.display()
     );
+    after_exit(
+        "PostgreSQL",
+        &format!("{stop} >/dev/null 2>&1; rm -rf '{}'", base.display()),
+    );
+}
+
+/// A detached shell that waits for this process to end, however it ends, then runs
+/// `cleanup` (shell commands: stop a server, remove its files). `what` names the
+/// server in the panic if the shell cannot be started.
+pub(crate) fn after_exit(what: &str, cleanup: &str) {
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf '{base}'",
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}",
         pid = std::process::id(),
-        base = base.display()
     );
     // `setsid -f` forks the shell into a session of its own and returns at once.
     Command::new("setsid")
@@ -411,7 +435,17 @@ fn spawn_watchdog(base: &Path, data: &Path, as_root: bool) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("cannot start the PostgreSQL watchdog");
+        .unwrap_or_else(|e| panic!("cannot start the {what} watchdog: {e}"));
+}
+
+/// A `--start-at` for workers started one by one that should all begin together: the
+/// Unix time in milliseconds `after` from now.
+pub fn start_at(after: Duration) -> String {
+    let at = std::time::SystemTime::now() + after;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A small tmpfs mounted on a temp dir, for tests of full and read-only storage;

@@ -230,22 +230,13 @@ fn mysql_program(names: &[&str]) -> Result<PathBuf, String> {
 /// removes its files.
 fn spawn_watchdog(base: &Path) {
     let pid_file = base.join("mysqld.pid");
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-         server=$(cat '{pid_file}' 2>/dev/null); \
+    let cleanup = format!(
+        "server=$(cat '{pid_file}' 2>/dev/null); \
          if [ -n \"$server\" ]; then kill -9 \"$server\" 2>/dev/null; \
          i=0; while kill -0 \"$server\" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; fi; \
          rm -rf '{base}'",
-        pid = std::process::id(),
         pid_file = pid_file.display(),
         base = base.display()
     );
-    // `setsid -f` forks the shell into a session of its own and returns at once.
-    Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("cannot start the MariaDB watchdog");
+    crate::after_exit("MariaDB", &cleanup);
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use testkit::TestDb;
+use testkit::{start_at, TestDb};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_lockmgr-test-worker");
 
@@ -25,15 +25,6 @@ fn run_workers(count: usize, args: &[&str]) -> Vec<Output> {
         .into_iter()
         .map(|child| child.wait_with_output().expect("waiting for a worker"))
         .collect()
-}
-
-/// When workers started one by one should all begin: a little after now.
-fn start_at(after: Duration) -> String {
-    let at = SystemTime::now() + after;
-    at.duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        .to_string()
 }
 
 /// The acceptance case for `#[locked]`.

@@ -305,11 +305,14 @@ fn declared_locks_lists_every_declaration_of_this_file() {
     let expected = [
         ("account:{id}", Some(60), None, f("deposit")),
         ("account:{self_id}", Some(60), None, f("balance")),
+        ("g/{{}}/{a}", Some(60), None, f("grammar_braces")),
+        ("grammar:{a}-{b}:{{x}}", Some(60), None, f("grammar_two")),
         ("guarded:{a}-{b}", None, None, f("with_guard")),
         ("parse:{key}", Some(60), None, f("parse_locked")),
         ("short:{key}", Some(60), Some(1), f("run_if_free_soon")),
         ("t:{key}", Some(60), None, f("run")),
         ("wait:{key}", Some(60), Some(10), f("run_when_free")),
+        ("{a}{b}@g", Some(60), None, f("grammar_adjacent")),
     ];
     assert!(
         mine.iter().all(|d| d.keepalive),

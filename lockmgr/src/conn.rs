@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::{Connection, SimpleConnection};
+use diesel::connection::{CacheSize, Connection, SimpleConnection};
 #[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
 use diesel::pg::PgConnection;
@@ -226,8 +226,21 @@ impl Pool {
     ) -> Result<(Pool, Vec<String>)> {
         match url.backend {
             Backend::Postgres => {
-                let manager = Manager::<PgConnection> {
-                    target: with_libpq_settings(&url.target, options.connect_timeout),
+                let setup: Setup<PgConnection> = if url.pooled() {
+                    // Behind a transaction pooler each statement may run on another
+                    // server session: nothing may live in one. Statements are sent
+                    // unnamed (parse, bind and execute in one round trip), so no
+                    // `__diesel_stmt_N` is left on a server connection for another
+                    // client to run, and each is planned for its own values (a
+                    // custom plan: the primary key), so sequential scans need no
+                    // session setting. diesel's own `SET TIME ZONE` and
+                    // `CLIENT_ENCODING` at connect are parameters PgBouncer tracks
+                    // per client.
+                    Arc::new(|conn| {
+                        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+                        Ok(())
+                    })
+                } else {
                     // diesel already sets `TIME ZONE 'UTC'` and UTF-8 on every new
                     // connection. Lock statements are prepared once per connection and
                     // PostgreSQL soon reuses one generic plan for them: if that plan was
@@ -235,7 +248,11 @@ impl Pool {
                     // kept after the table grows to thousands of locks (measured: 13×
                     // slower at 100,000). Every lock statement has a primary-key path, so
                     // rule sequential scans out for this session.
-                    setup: Arc::new(|conn| conn.batch_execute("SET enable_seqscan = off")),
+                    Arc::new(|conn| conn.batch_execute("SET enable_seqscan = off"))
+                };
+                let manager = Manager::<PgConnection> {
+                    target: with_libpq_settings(&url.target, options.connect_timeout),
+                    setup,
                     // libpq's connect_timeout bounds connecting; the watchdog is the
                     // backstop, a second later.
                     watch: Some(Watch {
@@ -459,7 +476,7 @@ fn libpq_seconds(timeout: Duration) -> u64 {
 /// them itself: `connect_timeout`, and TCP keepalives and `tcp_user_timeout` so that
 /// an idle pooled connection across a dead link is noticed within about a minute.
 /// All are libpq's own (nothing is sent to the server, so PgBouncer accepts them).
-fn with_libpq_settings(target: &str, connect_timeout: Duration) -> String {
+pub(crate) fn with_libpq_settings(target: &str, connect_timeout: Duration) -> String {
     let is_url = target.contains("://");
     let present: HashSet<String> = if is_url {
         url::Url::parse(target)
@@ -626,6 +643,31 @@ fn retry_while_busy(
             outcome => return outcome,
         }
     }
+}
+
+/// PostgreSQL without a `pgbouncer` parameter: find out whether a pooler is in
+/// between (see [`crate::pooler`]) and, if one is, behave as with `?pgbouncer=true`,
+/// with a warning that says how to make the choice explicit.
+pub(crate) fn resolve_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Result<()> {
+    if url.backend != Backend::Postgres || url.pgbouncer.is_some() {
+        return Ok(());
+    }
+    // Bounded like every other connect: libpq's connect_timeout and TCP settings.
+    let target = with_libpq_settings(&url.target, options.connect_timeout);
+    let pooled =
+        crate::pooler::pooler_in_between(&target).map_err(|e| connection_error(url, &e))?;
+    if pooled {
+        tracing::warn!(
+            url = %url.masked,
+            "lockmgr: this URL reaches PostgreSQL through a connection pooler (the server \
+             session differs from the one announced at connect); lockmgr uses it as with \
+             ?pgbouncer=true: no named prepared statements, no session settings, no LISTEN \
+             (waiters poll unless a listen URL is set). Add ?pgbouncer=true to the URL to \
+             say so, or ?pgbouncer=false if the pooler keeps sessions (session pooling)"
+        );
+    }
+    url.pgbouncer = Some(pooled);
+    Ok(())
 }
 
 /// The statement failed because the connection itself is gone.

@@ -10,6 +10,15 @@ pub const LOCKMGR_DATABASE_URL: &str = "LOCKMGR_DATABASE_URL";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// The embedded default: a SQLite file in the current directory.
 pub const DEFAULT_SQLITE_PATH: &str = "lockmgr.sqlite3";
+/// The environment variable [`LockStore::from_env`](crate::LockStore::from_env) reads
+/// for a direct PostgreSQL URL on which waiters `LISTEN` for releases when the store's
+/// own URL goes through a transaction pooler; see
+/// [`LockStoreBuilder::listen_url`](crate::LockStoreBuilder::listen_url).
+pub const LOCKMGR_LISTEN_URL: &str = "LOCKMGR_LISTEN_URL";
+/// The PostgreSQL URL parameter that declares a transaction-pooling proxy in front of
+/// the server (`?pgbouncer=true`), or its absence (`?pgbouncer=false`). lockmgr reads
+/// it and removes it before connecting.
+pub const PGBOUNCER_PARAM: &str = "pgbouncer";
 
 /// Which database a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +59,10 @@ pub(crate) struct DatabaseUrl {
     pub(crate) read_only: bool,
     /// The URL as given, with any password replaced by `***`.
     pub(crate) masked: String,
+    /// PostgreSQL: the URL's `pgbouncer` parameter (removed from `target`):
+    /// `Some(true)`, a transaction pooler is in front of the server; `Some(false)`,
+    /// the connection keeps its server session; `None`, not said.
+    pub(crate) pgbouncer: Option<bool>,
     /// The passwords of the URL, as written and decoded, to scrub from driver messages.
     secrets: Vec<String>,
 }
@@ -139,6 +152,7 @@ impl DatabaseUrl {
             in_memory: false,
             read_only: false,
             masked: masked.clone(),
+            pgbouncer: None,
             secrets: secrets.clone(),
         };
         let lower = trimmed.to_ascii_lowercase();
@@ -147,10 +161,16 @@ impl DatabaseUrl {
             if parsed.host_str().is_none_or(str::is_empty) && !has_query_host(&parsed) {
                 return Err(invalid("a PostgreSQL URL needs a host"));
             }
-            return Ok(url(Backend::Postgres, trimmed.to_string()));
+            let (target, pgbouncer) = take_pgbouncer_param(trimmed).map_err(|e| invalid(&e))?;
+            let mut db = url(Backend::Postgres, target);
+            db.pgbouncer = pgbouncer;
+            return Ok(db);
         }
         if is_libpq_conninfo(trimmed) {
-            return Ok(url(Backend::Postgres, trimmed.to_string()));
+            let (target, pgbouncer) = take_conninfo_pgbouncer(trimmed).map_err(|e| invalid(&e))?;
+            let mut db = url(Backend::Postgres, target);
+            db.pgbouncer = pgbouncer;
+            return Ok(db);
         }
         if lower.starts_with("mysql://") || lower.starts_with("mariadb://") {
             let target = parse_mysql(trimmed, &invalid)?;
@@ -198,6 +218,12 @@ impl DatabaseUrl {
             )));
         }
         sqlite(trimmed, None)
+    }
+
+    /// PostgreSQL behind a transaction pooler (`?pgbouncer=true`, or found at open):
+    /// no statement or setting may depend on the server session.
+    pub(crate) fn pooled(&self) -> bool {
+        self.pgbouncer == Some(true)
     }
 
     /// Remove the password from a driver's message, wherever it appears.
@@ -285,6 +311,82 @@ fn parse_mysql(trimmed: &str, invalid: &dyn Fn(&str) -> Error) -> Result<String>
         ));
     }
     Ok(target)
+}
+
+/// Remove the `pgbouncer` parameter from a PostgreSQL URL (libpq refuses parameters
+/// it does not know); the URL without it, and its value. The rest of the URL is kept
+/// byte for byte.
+/// The value of a `pgbouncer` parameter.
+fn pgbouncer_flag(raw: &str) -> std::result::Result<bool, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "`{PGBOUNCER_PARAM}` must be true or false, not {other:?}"
+        )),
+    }
+}
+
+/// A libpq `key=value` string without its `pgbouncer=…` pair (which libpq would
+/// refuse), and that pair's value.
+fn take_conninfo_pgbouncer(conninfo: &str) -> std::result::Result<(String, Option<bool>), String> {
+    let names_it = conninfo.split_whitespace().any(|token| {
+        token
+            .split('=')
+            .next()
+            .is_some_and(|key| key.eq_ignore_ascii_case(PGBOUNCER_PARAM))
+    });
+    if !names_it {
+        // Left exactly as written (quoted values keep their spaces).
+        return Ok((conninfo.to_string(), None));
+    }
+    let mut value = None;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut tokens = conninfo.split_whitespace().peekable();
+    while let Some(token) = tokens.next() {
+        let key = token.split('=').next().unwrap_or("");
+        if !key.eq_ignore_ascii_case(PGBOUNCER_PARAM) {
+            kept.push(token);
+            continue;
+        }
+        // `pgbouncer=true`, `pgbouncer= true` or `pgbouncer = true`.
+        let mut raw = token.split_once('=').map_or("", |(_, v)| v).to_string();
+        if !token.contains('=') && tokens.peek() == Some(&"=") {
+            tokens.next();
+        }
+        if raw.is_empty() {
+            raw = tokens
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('=')
+                .to_string();
+        }
+        value = Some(pgbouncer_flag(&raw)?);
+    }
+    Ok((kept.join(" "), value))
+}
+
+fn take_pgbouncer_param(url: &str) -> std::result::Result<(String, Option<bool>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut value = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        if !key.eq_ignore_ascii_case(PGBOUNCER_PARAM) {
+            kept.push(pair);
+            continue;
+        }
+        let raw = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+        value = Some(pgbouncer_flag(&raw)?);
+    }
+    let target = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((target, value))
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -640,6 +742,45 @@ mod tests {
         assert_eq!(scrub_password(raw, "token: pa%00ss%23"), "token: ***");
         assert_eq!(scrub_password(raw, "token: pa\0ss#"), "token: ***");
         assert_eq!(scrub_password("host=db password='a\\'b'", "x a'b"), "x ***");
+    }
+
+    #[test]
+    fn reads_and_strips_the_pgbouncer_parameter() {
+        for (raw, target, value) in [
+            ("postgres://u:p@h:6432/db", "postgres://u:p@h:6432/db", None),
+            (
+                "postgres://u:p@h:6432/db?pgbouncer=true",
+                "postgres://u:p@h:6432/db",
+                Some(true),
+            ),
+            (
+                "postgresql://h/db?sslmode=require&pgbouncer=TRUE&connect_timeout=5",
+                "postgresql://h/db?sslmode=require&connect_timeout=5",
+                Some(true),
+            ),
+            (
+                "postgres://h/db?pgbouncer=false&application_name=a%20b",
+                "postgres://h/db?application_name=a%20b",
+                Some(false),
+            ),
+            ("postgres://h/db?pgbouncer=1", "postgres://h/db", Some(true)),
+        ] {
+            let url = DatabaseUrl::parse(raw).unwrap();
+            assert_eq!(
+                (url.target.as_str(), url.pgbouncer),
+                (target, value),
+                "{raw}"
+            );
+            assert_eq!(url.masked, mask_password(raw), "{raw}");
+        }
+        let err = DatabaseUrl::parse("postgres://u:hunter2@h/db?pgbouncer=maybe").unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`pgbouncer` must be true or false"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

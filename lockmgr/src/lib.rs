@@ -7,7 +7,9 @@
 //!
 //! - **SQLite** is the embedded default (the file `lockmgr.sqlite3`, or
 //!   `LOCKMGR_DATABASE_URL` / `DATABASE_URL`): nothing to install, one host.
-//! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts.
+//! - **PostgreSQL** (`postgres://…`) is the shared store for many hosts; behind a
+//!   transaction-pooling proxy such as PgBouncer add `?pgbouncer=true` (see
+//!   [`LockStoreBuilder::listen_url`] for prompt wake-ups there).
 //! - **MySQL / MariaDB** (`mysql://…`, with the `mysql` cargo feature) is one too.
 //!
 //! ## Quick start
@@ -164,6 +166,7 @@ mod migrate;
 mod model;
 mod name;
 mod options;
+mod pooler;
 mod registry;
 mod runtime_check;
 mod set_lock;
@@ -176,7 +179,8 @@ mod watchdog;
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use conn::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub use database_url::{
-    mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+    mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH,
+    LOCKMGR_DATABASE_URL, LOCKMGR_LISTEN_URL, PGBOUNCER_PARAM,
 };
 pub use error::{DatabaseError, Error, Result};
 pub use global::{

@@ -8,6 +8,7 @@ use crate::builder::LockMgr;
 use crate::conn::{link_lost, Checkout, Pool, PoolOptions};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
+    LOCKMGR_LISTEN_URL,
 };
 use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{DbResult, Error, Result};
@@ -65,6 +66,9 @@ struct Inner {
     clock: crate::housekeeping::ClockOffset,
     /// When expired rows are next removed in the background.
     cleaner: crate::housekeeping::Cleaner,
+    /// PostgreSQL: where the release listener connects (`LISTEN` needs a session of
+    /// its own); `None`: no listener, waiters poll.
+    listen_target: Option<String>,
 }
 
 impl fmt::Debug for LockStore {
@@ -145,6 +149,7 @@ pub struct LockStoreBuilder {
     migrate: bool,
     poll_cap: Option<Duration>,
     auto_clean: Option<Duration>,
+    listen_url: Option<String>,
 }
 
 impl fmt::Debug for LockStoreBuilder {
@@ -222,11 +227,13 @@ impl LockStoreBuilder {
         self
     }
 
-    /// The longest sleep of a waiter between two tries (default: 30 ms on SQLite, where
-    /// polling is how a waiter learns of a release in another process; 250 ms on
-    /// PostgreSQL, where releases are announced with `NOTIFY` and polling is only the
-    /// fallback). Waiters also wake early on a release in this process and when the
-    /// holder's lock expires.
+    /// The longest sleep of a waiter between two tries (default: 30 ms on SQLite and
+    /// MySQL, where polling is how a waiter learns of a release in another process;
+    /// 250 ms on PostgreSQL, where releases are announced with `NOTIFY` and polling is
+    /// only the fallback; 50 ms on PostgreSQL behind a transaction pooler without a
+    /// [`listen_url`](LockStoreBuilder::listen_url), where nothing is announced).
+    /// Waiters also wake early on a release in this process and when the holder's lock
+    /// expires.
     pub fn max_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_cap = Some(interval.max(Duration::from_millis(1)));
         self
@@ -242,10 +249,40 @@ impl LockStoreBuilder {
         self
     }
 
+    /// PostgreSQL: a URL on which waiters `LISTEN` for releases announced by other
+    /// processes, instead of the store's own URL. `LISTEN` needs a server session of
+    /// its own, which a transaction pooler (`?pgbouncer=true`) does not give: point
+    /// this at the server itself (or at a session-pooling port) to keep prompt
+    /// wake-ups behind such a pooler. It holds one connection per process, only while
+    /// someone in the process waits (closed after 30 s without waiters).
+    ///
+    /// Without it, a store behind a transaction pooler starts no listener and its
+    /// waiters poll (at most [`max_poll_interval`](LockStoreBuilder::max_poll_interval)
+    /// apart, 50 ms by default); a store on a direct URL listens on that URL.
+    /// [`LockStore::from_env`] takes it from `LOCKMGR_LISTEN_URL`. Ignored by the other
+    /// backends.
+    ///
+    /// ```no_run
+    /// # fn main() -> lockmgr::Result<()> {
+    /// let store = lockmgr::LockStore::builder("postgres://app:pw@pgbouncer:6432/app?pgbouncer=true")
+    ///     .listen_url("postgres://app:pw@db-primary:5432/app")
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.listen_url = Some(url.into());
+        self
+    }
+
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
-        let url = DatabaseUrl::parse(&self.url)?;
+        let mut url = DatabaseUrl::parse(&self.url)?;
+        crate::conn::resolve_pooler(&mut url, &self.options)?;
+        // The listener's connection is bounded like the store's own (connect timeout,
+        // TCP keepalives); it blocks nobody, but must not hang forever either.
+        let listen_target = listen_target(&url, self.listen_url.as_deref())?
+            .map(|target| crate::conn::with_libpq_settings(&target, self.options.connect_timeout));
         let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
         if !applied.is_empty() {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
@@ -254,7 +291,14 @@ impl LockStoreBuilder {
         let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
         let poll_cap = self
             .poll_cap
-            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend));
+            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend, listen_target.is_some()));
+        if url.pooled() && listen_target.is_none() {
+            tracing::info!(
+                url = %url.masked,
+                ?poll_cap,
+                "lockmgr: behind a transaction pooler without a listen URL: waiters poll"
+            );
+        }
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
@@ -265,6 +309,7 @@ impl LockStoreBuilder {
                 poll_cap,
                 clock: crate::housekeeping::ClockOffset::default(),
                 cleaner: crate::housekeeping::Cleaner::new(self.auto_clean),
+                listen_target,
             }),
         })
     }
@@ -274,6 +319,32 @@ impl LockStoreBuilder {
 /// that an expired row is gone within about a minute; see
 /// [`LockStoreBuilder::auto_clean`].
 pub const DEFAULT_AUTO_CLEAN: Duration = Duration::from_secs(30);
+
+/// Where a PostgreSQL store's release listener connects: the listen URL when one is
+/// given, else the store's own URL unless that goes through a transaction pooler.
+fn listen_target(url: &DatabaseUrl, listen_url: Option<&str>) -> Result<Option<String>> {
+    if url.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let Some(raw) = listen_url.filter(|raw| !raw.trim().is_empty()) else {
+        return Ok((!url.pooled()).then(|| url.target.clone()));
+    };
+    let listen = DatabaseUrl::parse(raw)?;
+    let refuse = |reason: &str| Error::InvalidUrl {
+        url: listen.masked.clone(),
+        reason: format!("as a listen URL: {reason}"),
+    };
+    if listen.backend != Backend::Postgres {
+        return Err(refuse("it must be a PostgreSQL URL"));
+    }
+    if listen.pooled() {
+        return Err(refuse(
+            "LISTEN needs a session of its own, which a transaction pooler \
+             (pgbouncer=true) does not give; use a direct URL",
+        ));
+    }
+    Ok(Some(listen.target))
+}
 
 /// The host name, which is what `locked_by` says unless told otherwise.
 pub(crate) fn default_locked_by() -> String {
@@ -320,6 +391,8 @@ impl LockStore {
             migrate: true,
             poll_cap: None,
             auto_clean: Some(DEFAULT_AUTO_CLEAN),
+
+            listen_url: None,
         }
     }
 
@@ -328,20 +401,35 @@ impl LockStore {
     ///
     /// That last fallback is logged (a `warn`, once per process, naming the file's
     /// absolute path): a deployment that forgot to set the URL gets locks private to
-    /// one directory of one host, which is worth a word.
+    /// one directory of one host, which is worth a word. `LOCKMGR_LISTEN_URL`, when
+    /// set, is its [`listen_url`](LockStoreBuilder::listen_url).
     pub fn from_env() -> Result<LockStore> {
-        match url_from_env() {
-            Some(url) => LockStore::open(&url),
-            None => {
-                warn_default_sqlite_once();
-                LockStore::open(DEFAULT_SQLITE_PATH)
-            }
+        let url = url_from_env().unwrap_or_else(|| {
+            warn_default_sqlite_once();
+            DEFAULT_SQLITE_PATH.to_string()
+        });
+        let mut builder = LockStore::builder(&url);
+        if let Some(listen) = std::env::var(LOCKMGR_LISTEN_URL)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        {
+            builder = builder.listen_url(listen);
         }
+        builder.open()
     }
 
     /// Which database this store uses.
     pub fn backend(&self) -> Backend {
         self.inner.url.backend
+    }
+
+    /// Whether this store goes through a transaction pooler: PostgreSQL with
+    /// `?pgbouncer=true`, or with a pooler found at open when the URL did not say
+    /// (`?pgbouncer=false` says there is none to worry about). Such a store sends only
+    /// unnamed statements, sets nothing on the server session, and listens for
+    /// releases only on its [`listen_url`](LockStoreBuilder::listen_url).
+    pub fn through_pooler(&self) -> bool {
+        self.inner.url.pooled()
     }
 
     /// The store's URL with any password masked.
@@ -731,10 +819,10 @@ impl LockStore {
     }
 
     /// Interest in the next release of `name`, taken before an acquisition attempt;
-    /// on PostgreSQL this also makes sure the release listener runs.
+    /// on PostgreSQL this also makes sure the release listener runs, if it has one.
     pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
-        if self.inner.url.backend == Backend::Postgres {
-            crate::wakeup::spawn_pg_listener(&self.inner.board, self.inner.url.target.clone());
+        if let Some(target) = &self.inner.listen_target {
+            crate::wakeup::spawn_pg_listener(&self.inner.board, target.clone());
         }
         self.inner.board.ticket(name)
     }

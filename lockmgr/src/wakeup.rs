@@ -11,8 +11,11 @@
 //!   flagged sends `NOTIFY lockmgr_release, '<name>'` (a trigger, in the deleting
 //!   transaction), and one
 //!   listener thread per database (a dedicated connection that `LISTEN`s) wakes the
-//!   board. Notifications are a hint: waiters also poll, and wake when the holder's
-//!   lock expires.
+//!   board. `LISTEN` needs a server session of its own: behind a transaction pooler
+//!   the listener connects to the store's listen URL
+//!   ([`LockStoreBuilder::listen_url`](crate::LockStoreBuilder::listen_url)), and
+//!   without one there is no listener. Notifications are a hint: waiters also poll,
+//!   and wake when the holder's lock expires.
 //!
 //! Waiters get no ordering guarantee: everyone woken retries, and whoever's insert
 //! lands first wins.

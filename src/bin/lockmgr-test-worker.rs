@@ -24,6 +24,14 @@
 //! - `hold --url URL`: call a `#[locked(name = "crash-test:job")]` function with the
 //!   defaults (a 60 s lease kept alive) whose body prints `holding` and then sleeps for
 //!   an hour, for a test to kill the process mid-run.
+
+//! - `race --url URL --name NAME --marker PATH --counter PATH [--tries N]
+//!   [--sentinel NAME] [--pool-size N] [--start-at UNIX_MS]`: N times (default 200),
+//!   try `get_lock(NAME)` without waiting; on success run the same marker + counter
+//!   body as above and release. Every try also asks `is_locked(SENTINEL)` (a lock the
+//!   caller holds for the whole run and that must stay held). Prints
+//!   `tally won=… locked=… other=… overlap=… sentinel_lost=…` and, on stderr, each
+//!   error other than `Locked`. It does not stop at an error: the tally tells.
 //!
 //! Exit status: 0 when every call succeeded; 3 when an overlap was seen; 1 on any
 //! other error (usage, database, files), with a one-line message on stderr.
@@ -73,7 +81,13 @@ fn io_error(what: &str, path: &Path) -> impl FnOnce(io::Error) -> WorkerError {
 
 /// One guarded increment of the counter file.
 #[locked(name = "counter:{key}", expires = 60, wait = 60, store = store)]
-fn bump(store: &LockStore, key: &str, counter: &Path, marker: &Path) -> Result<u64, WorkerError> {
+fn bump(store: &LockStore, key: &str, counter: &Path, marker: &Path) -> Result<(), WorkerError> {
+    body(counter, marker)
+}
+
+/// The body run under a lock: take the marker file exclusively (finding it taken is
+/// an overlap), add one to the counter file, give the marker back.
+fn body(counter: &Path, marker: &Path) -> Result<(), WorkerError> {
     match OpenOptions::new().write(true).create_new(true).open(marker) {
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
@@ -96,7 +110,7 @@ fn bump(store: &LockStore, key: &str, counter: &Path, marker: &Path) -> Result<u
     std::thread::sleep(Duration::from_millis(1));
     fs::write(counter, format!("{}\n", count + 1)).map_err(io_error("writing", counter))?;
     fs::remove_file(marker).map_err(io_error("removing", marker))?;
-    Ok(count + 1)
+    Ok(())
 }
 
 fn locked_counter(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
@@ -174,6 +188,60 @@ fn random_below(n: u64) -> u64 {
     mixed.checked_rem(n).unwrap_or(0)
 }
 
+/// See the module docs: `race`.
+fn race(flags: &HashMap<String, String>) -> Result<(), WorkerError> {
+    let url = required(flags, "url")?;
+    let name = required(flags, "name")?;
+    let counter = PathBuf::from(required(flags, "counter")?);
+    let marker = PathBuf::from(required(flags, "marker")?);
+    let tries: u32 = number(flags, "tries")?.unwrap_or(200);
+    let sentinel = flags.get("sentinel");
+    let mut builder = LockStore::builder(url);
+    if let Some(size) = number::<u32>(flags, "pool-size")? {
+        builder = builder.pool_size(size);
+    }
+    let store = builder.open()?;
+    if let Some(start_at) = number::<u64>(flags, "start-at")? {
+        let start = UNIX_EPOCH + Duration::from_millis(start_at);
+        if let Ok(wait) = start.duration_since(SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let (mut won, mut locked, mut other, mut overlap, mut sentinel_lost) = (0, 0, 0, 0, 0);
+    let mut other_error = |what: &str, err: &dyn std::fmt::Display| {
+        eprintln!("{what}: {err}");
+        other += 1;
+    };
+    for _ in 0..tries {
+        match store.get_lock(name, Some(Duration::from_secs(60))) {
+            Ok(lock) => {
+                won += 1;
+                match body(&counter, &marker) {
+                    Ok(()) => {}
+                    Err(WorkerError::Overlap(_)) => overlap += 1,
+                    Err(err) => return Err(err),
+                }
+                if let Err(err) = store.unlock(&lock) {
+                    other_error("unlock", &err);
+                }
+            }
+            Err(err) if err.is_locked() => locked += 1,
+            Err(err) => other_error("get_lock", &err),
+        }
+        if let Some(sentinel) = sentinel {
+            match store.is_locked(sentinel) {
+                Ok(true) => {}
+                Ok(false) => sentinel_lost += 1,
+                Err(err) => other_error("is_locked", &err),
+            }
+        }
+    }
+    println!(
+        "tally won={won} locked={locked} other={other} overlap={overlap} sentinel_lost={sentinel_lost}"
+    );
+    Ok(())
+}
+
 fn required<'a>(flags: &'a HashMap<String, String>, name: &str) -> Result<&'a str, WorkerError> {
     flags
         .get(name)
@@ -220,6 +288,8 @@ fn run(args: &[String]) -> Result<(), WorkerError> {
         "locked-counter" => locked_counter(&flags),
         "cron-tick" => cron_tick(&flags),
         "hold" => hold_forever(&LockStore::open(required(&flags, "url")?)?),
+
+        "race" => race(&flags),
         other => Err(WorkerError::Usage(format!("unknown mode {other:?}"))),
     }
 }
