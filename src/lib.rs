@@ -15,6 +15,8 @@
 //! A [`SilentProxy`] sits between a store and its server and can stop forwarding
 //! without closing anything: a silent network partition.
 //!
+//! [`footprint`] reads this process's thread count and CPU time from `/proc`.
+//!
 //! If a server cannot be started, the tests that need it panic with the reason: a
 //! PostgreSQL or MariaDB test is never silently skipped.
 
@@ -35,6 +37,7 @@ use lockmgr::LockStore;
 mod mysql;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlServer;
+pub mod footprint;
 mod proxy;
 pub use proxy::SilentProxy;
 

@@ -224,13 +224,14 @@ mod valid;
 /// while the body runs, so a job may run longer than its expiry. If a renewal finds
 /// the lock gone or taken over, the guard is marked lost: bind it with `guard = g` and
 /// check `g.is_lost()` (or wait on `g.lost_signal()`) between steps. `keepalive = false`
-/// opts out: the lock then simply expires after `expires` (default 600 s).
+/// opts out: the lock then simply expires after `expires` (default 600 s). A kept-alive
+/// `expires` under `lockmgr::MIN_KEEPALIVE_EXPIRES` (3 s) is raised to it.
 ///
 /// ```
 /// # use lockmgr::locked;
-/// #[locked(name = "reindex", expires = 1, keepalive = true, guard = g)]
+/// #[locked(name = "reindex", expires = 3, keepalive = true, guard = g)]
 /// fn reindex() -> lockmgr::Result<bool> {
-///     std::thread::sleep(std::time::Duration::from_millis(1500)); // > expires
+///     std::thread::sleep(std::time::Duration::from_millis(3500)); // > expires
 ///     Ok(!g.is_lost() && lockmgr::is_locked("reindex")?)
 /// }
 /// # fn main() -> lockmgr::Result<()> {

@@ -130,6 +130,10 @@
 //! - A guard's [lost signal](LostSignal) fires by its lease deadline, counted on the
 //!   local monotonic clock from when the acquisition or last renewal was sent: before
 //!   anyone else can take the lock, reachable database or not.
+//! - Keep-alive renewals of every guard of the process run on one scheduler (a timer
+//!   thread and a few workers, at most four per database): the thread count does not
+//!   grow with the number of kept-alive guards, and a drop never waits for a renewal.
+//!   A kept-alive lock lasts at least [`MIN_KEEPALIVE_EXPIRES`] (3 s).
 //!
 //! ## Logging
 //!
@@ -166,6 +170,7 @@ mod name;
 mod options;
 mod registry;
 mod runtime_check;
+mod scheduler;
 mod set_lock;
 mod store;
 mod ticks;
@@ -184,7 +189,7 @@ pub use global::{
     set_default_store, set_lock, unlock,
 };
 pub use guard::LockGuard;
-pub use keepalive::{LostFuture, LostSignal};
+pub use keepalive::{LostFuture, LostSignal, MIN_KEEPALIVE_EXPIRES};
 pub use lockmgr_macros::locked;
 pub use model::Lock;
 pub use name::{validate_name, MAX_NAME_BYTES};
