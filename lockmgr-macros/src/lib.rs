@@ -351,8 +351,12 @@ mod valid;
 /// runtime, with `tokio::time::sleep`, the database calls going to tokio's blocking
 /// pool; otherwise with a `futures-timer` delay, the database calls going to the
 /// `blocking` crate's pool. See `lockmgr::LockMgr::acquire_async`.
-/// The release is the guard's drop, as in sync code: one short blocking statement on
-/// the thread that finishes (or drops) the future. The future is `Send` whenever the
+/// When the body returns (`?` included), the call awaits the guard's
+/// `unlock_async()`: the release runs on the same blocking pool, never on the
+/// executor's thread. A future dropped half-way (a timeout, a cancelled task) or a
+/// panicking body releases through the guard's drop: with the `tokio` feature, on a
+/// tokio task, that release is handed to tokio's blocking pool too; elsewhere it is
+/// one short statement on the dropping thread. The future is `Send` whenever the
 /// body's is, so it can be spawned.
 ///
 /// ```

@@ -195,8 +195,10 @@ impl LockMgr {
     ///
     /// Dropping the future before it completes takes nothing: a lock acquired by an
     /// attempt still running on the blocking pool is released as soon as that attempt
-    /// ends. The returned guard releases on drop as usual (a blocking call, on the
-    /// thread that drops it).
+    /// ends. Release the returned guard with
+    /// [`unlock_async`](LockGuard::unlock_async)`.await`, which runs on the blocking
+    /// pool too; a guard dropped on a tokio task (with the `tokio` feature) hands its
+    /// release to tokio's blocking pool, elsewhere it releases on the dropping thread.
     ///
     /// ```
     /// use std::time::Duration;
@@ -305,12 +307,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-
-    fn store() -> (tempfile::TempDir, LockStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("l.sqlite3").to_str().unwrap().to_string();
-        (dir, LockStore::open(&url).unwrap())
-    }
+    use crate::test_support::temp_store as store;
 
     #[test]
     fn sync_and_async_waits_give_up_alike() {
