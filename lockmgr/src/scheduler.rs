@@ -207,7 +207,10 @@ impl Scheduler {
                 // A job cancelled while it was queued is not run.
                 let next = if state.jobs.contains_key(&id) {
                     drop(state);
-                    let next = job.run();
+                    // A job that panics is forgotten; its worker and its group's slot
+                    // carry on.
+                    let run = std::panic::AssertUnwindSafe(|| job.run());
+                    let next = std::panic::catch_unwind(run).unwrap_or(None);
                     drop(job);
                     state = self.state();
                     next
@@ -351,6 +354,27 @@ mod tests {
         assert!(timer && workers <= PER_GROUP + 1, "{workers} workers");
         // The hung group's other jobs get their turn as the first ones return.
         assert!(eventually(|| hung.iter().all(|j| j.runs() == 1)));
+    }
+
+    struct Panics;
+
+    impl Job for Panics {
+        fn run(&self) -> Option<Instant> {
+            panic!("a job that panics");
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_is_dropped_and_the_others_run_on() {
+        let scheduler = Scheduler::new();
+        let now = Instant::now();
+        for _ in 0..2 * PER_GROUP {
+            scheduler.schedule(Arc::new(Panics), 1, now);
+        }
+        let job = Counter::new(Duration::ZERO, Duration::from_secs(60));
+        scheduler.schedule(job.clone(), 1, now + Duration::from_millis(50));
+        assert!(eventually(|| job.runs() == 1));
+        assert!(eventually(|| scheduler.state().jobs.len() == 1));
     }
 
     #[test]
