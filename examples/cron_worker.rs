@@ -13,8 +13,9 @@
 //! - `digest` (`once_per = "5s"`, fired every 5 s) runs exactly once per tick across all
 //!   processes: the first call of a tick runs it, every other call of the same tick
 //!   returns `Ok(None)` — a skip, not an error.
-//! - `rebuild` (`on_locked = "skip"`, fired every second) works 3 s under a 2 s lease
-//!   that keep-alive renews while it runs; the calls that find it running skip.
+//! - `rebuild` (`on_locked = "skip"`, fired every second) works 4 s under a 3 s lease
+//!   (keep-alive's shortest) that keep-alive renews while it runs; the calls that find
+//!   it running skip.
 //!
 //! Each line says which process (`pid`) ran or skipped what; times are UTC. With
 //! `RUST_LOG=lockmgr=debug` lockmgr's own events (acquired, skipped, released, renewed)
@@ -27,8 +28,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use lockmgr::locked;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// How long the rebuild job works: longer than its lease (2 s).
-const REBUILD_TAKES: Duration = Duration::from_secs(3);
+/// How long the rebuild job works: longer than its lease (3 s).
+const REBUILD_TAKES: Duration = Duration::from_secs(4);
 
 static DIGEST_RUNS: AtomicU32 = AtomicU32::new(0);
 static REBUILD_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -48,14 +49,15 @@ async fn send_digest(tick: DateTime<Utc>) -> lockmgr::Result<Option<i64>> {
     Ok(Some(lock.fence()))
 }
 
-/// Longer than its 2 s lease: keep-alive (on by default) renews it while it runs, and
-/// would tell it if the lock were lost. Calls that find it running skip.
-#[locked(name = "cron:rebuild", expires = 2, on_locked = "skip", guard = lock)]
+/// Longer than its 3 s lease (keep-alive's shortest): keep-alive (on by default) renews
+/// it while it runs, and would tell it if the lock were lost. Calls that find it
+/// running skip.
+#[locked(name = "cron:rebuild", expires = 3, on_locked = "skip", guard = lock)]
 async fn rebuild_index() -> lockmgr::Result<Option<()>> {
     say(
         "rebuild",
         &format!(
-            "started (fence {}); works 3 s under a 2 s lease kept alive",
+            "started (fence {}); works 4 s under a 3 s lease kept alive",
             lock.fence()
         ),
     );
@@ -148,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "stopping: no new fires; waiting for running jobs to finish",
     );
     scheduler.shutdown().await?;
-    // A rebuild may still be in its 3 s run.
+    // A rebuild may still be in its 4 s run.
     tokio::time::sleep(REBUILD_TAKES + Duration::from_millis(500)).await;
     say(
         "worker",

@@ -2,7 +2,8 @@
 //! written; only the body changes: declare and register the lock, render the name,
 //! acquire (or return the error, or skip), bind the guard if asked, then run the
 //! original body's statements with the guard held in a local that drops on every way
-//! out.
+//! out. In an `async fn` the statements run in an inner `async move` block, whose
+//! result is returned after the guard's release has been awaited.
 //!
 //! Generated code calls only into `::lockmgr::__private`. The body's statements are
 //! spliced in as they are (not as a nested block), so a one-line body such as
@@ -134,6 +135,20 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
         None => (TokenStream::new(), TokenStream::new()),
     };
     let stmts = &block.stmts;
+    let body = if sig.asyncness.is_some() {
+        // The body runs in an async block, so that its `return`s and `?`s come back
+        // here: the normal way out then releases on the blocking pool (awaited),
+        // not in the guard's `Drop`. A dropped future or a panic still drops the
+        // guard, which releases.
+        let output = format_ident!("__lockmgr_output", span = hygienic);
+        quote! {
+            let #output = async move { #(#stmts)* }.await;
+            ::lockmgr::__private::unlock_async(#guard_local).await;
+            #output
+        }
+    } else {
+        quote!(#(#stmts)*)
+    };
 
     quote! {
         #(#outer_attrs)*
@@ -148,7 +163,7 @@ pub(crate) fn expand(func: ItemFn, args: LockedArgs, template: Template) -> Toke
                 }
             };
             #bind_guard
-            #(#stmts)*
+            #body
         }
     }
 }

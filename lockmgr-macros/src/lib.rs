@@ -224,13 +224,14 @@ mod valid;
 /// while the body runs, so a job may run longer than its expiry. If a renewal finds
 /// the lock gone or taken over, the guard is marked lost: bind it with `guard = g` and
 /// check `g.is_lost()` (or wait on `g.lost_signal()`) between steps. `keepalive = false`
-/// opts out: the lock then simply expires after `expires` (default 600 s).
+/// opts out: the lock then simply expires after `expires` (default 600 s). A kept-alive
+/// `expires` under `lockmgr::MIN_KEEPALIVE_EXPIRES` (3 s) is raised to it.
 ///
 /// ```
 /// # use lockmgr::locked;
-/// #[locked(name = "reindex", expires = 1, keepalive = true, guard = g)]
+/// #[locked(name = "reindex", expires = 3, keepalive = true, guard = g)]
 /// fn reindex() -> lockmgr::Result<bool> {
-///     std::thread::sleep(std::time::Duration::from_millis(1500)); // > expires
+///     std::thread::sleep(std::time::Duration::from_millis(3500)); // > expires
 ///     Ok(!g.is_lost() && lockmgr::is_locked("reindex")?)
 /// }
 /// # fn main() -> lockmgr::Result<()> {
@@ -350,8 +351,12 @@ mod valid;
 /// runtime, with `tokio::time::sleep`, the database calls going to tokio's blocking
 /// pool; otherwise with a `futures-timer` delay, the database calls going to the
 /// `blocking` crate's pool. See `lockmgr::LockMgr::acquire_async`.
-/// The release is the guard's drop, as in sync code: one short blocking statement on
-/// the thread that finishes (or drops) the future. The future is `Send` whenever the
+/// When the body returns (`?` included), the call awaits the guard's
+/// `unlock_async()`: the release runs on the same blocking pool, never on the
+/// executor's thread. A future dropped half-way (a timeout, a cancelled task) or a
+/// panicking body releases through the guard's drop: with the `tokio` feature, on a
+/// tokio task, that release is handed to tokio's blocking pool too; elsewhere it is
+/// one short statement on the dropping thread. The future is `Send` whenever the
 /// body's is, so it can be spawned.
 ///
 /// ```

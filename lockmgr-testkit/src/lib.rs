@@ -17,6 +17,8 @@
 //! A PgBouncer (`PgBouncer`) can stand in front of a cluster, in transaction or session
 //! pooling mode, on a free loopback port of its own.
 //!
+//! [`footprint`] reads this process's thread count and CPU time from `/proc`.
+//!
 //! If a server cannot be started, the tests that need it panic with the reason: a
 //! PostgreSQL or MariaDB test is never silently skipped.
 
@@ -38,6 +40,7 @@ mod mysql;
 mod pgbouncer;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlServer;
+pub mod footprint;
 mod proxy;
 pub use pgbouncer::{PgBouncer, PoolMode};
 pub use proxy::SilentProxy;

@@ -68,6 +68,69 @@ where
     Ok(blocking::unblock(work).await)
 }
 
+/// [`run_blocking`] for work that must happen once started, whatever becomes of the
+/// future (a release): if the future is dropped before `work` ends, `work` still runs
+/// to its end on the pool, and its result is dropped there.
+pub(crate) async fn run_blocking_to_end<F, R>(work: F) -> Result<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Dropping tokio's JoinHandle detaches the work; it is never cancelled.
+        return run_blocking(work).await;
+    }
+    /// Detaches the task when dropped, instead of cancelling it.
+    struct Detached<R>(Option<blocking::Task<R>>);
+    impl<R> Drop for Detached<R> {
+        fn drop(&mut self) {
+            if let Some(task) = self.0.take() {
+                task.detach();
+            }
+        }
+    }
+    let mut task = Detached(Some(blocking::unblock(work)));
+    let output = std::future::poll_fn(|cx| match &mut task.0 {
+        Some(running) => std::pin::Pin::new(running).poll(cx),
+        None => Poll::Pending,
+    })
+    .await;
+    task.0 = None; // finished: nothing to detach
+    Ok(output)
+}
+
+/// Whether this thread is polling an async task now, where a blocking call would stall
+/// the executor: known with the `tokio` feature, for tokio's tasks and `block_on`
+/// futures (not its blocking pool). Elsewhere (another executor, or no runtime) it says
+/// no.
+pub(crate) fn on_an_executor() -> bool {
+    #[cfg(feature = "tokio")]
+    {
+        crate::runtime_check::polling_a_tokio_task()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        false
+    }
+}
+
+/// Run `work` off this thread without waiting for it: on tokio's blocking pool inside
+/// a tokio runtime (which, when it shuts down, waits for work that has started), else
+/// on the `blocking` crate's pool. `work` must do what it must also when dropped
+/// unrun (a runtime shutting down drops queued work instead of running it).
+pub(crate) fn hand_off<F>(work: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    #[cfg(feature = "tokio")]
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn_blocking(work));
+        return;
+    }
+    spawn_detached(work);
+}
+
 /// Run `work` on the `blocking` crate's thread pool and do not wait for it: for work
 /// that must happen off the caller's thread whether or not anyone awaits it (a
 /// background clean, a release handed over by a guard dropped on an executor).

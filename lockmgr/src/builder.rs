@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::async_support;
 use crate::error::Result;
 use crate::guard::LockGuard;
+use crate::keepalive::MIN_KEEPALIVE_EXPIRES;
 use crate::model::Lock;
 use crate::store::{AcquireSpec, LockStore};
 use crate::wait::Retry;
@@ -104,6 +105,17 @@ impl LockMgr {
     /// ([`LockGuard::is_lost`], [`LockGuard::lost_signal`]). Renewal stops the moment
     /// the guard is dropped or unlocked. No effect on a lock that never expires.
     ///
+    /// With keep-alive, the expiry is at least [`MIN_KEEPALIVE_EXPIRES`] (3 s): a
+    /// shorter one is raised to it, for the lock and the extra locks of the guard
+    /// alike. On a database server, prefer 30 s or more: a renewal then has time to
+    /// wait out a statement timeout (10 s by default) and a retry on a new connection
+    /// before the lease runs out.
+    ///
+    /// Renewals need no thread per guard: one scheduler per process times them all and
+    /// runs them on a few worker threads (at most four at once per database), so a
+    /// renewal that hangs on one database neither delays the guard's drop nor the
+    /// renewals of other databases.
+    ///
     /// ```
     /// use std::time::Duration;
     /// # fn main() -> lockmgr::Result<()> {
@@ -111,11 +123,13 @@ impl LockMgr {
     /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
     /// let guard = store
     ///     .lock_mgr("long-job")
-    ///     .expires(Some(Duration::from_secs(1)))
+    ///     .expires(Some(Duration::from_millis(500))) // raised to 3 s
     ///     .keepalive(true)
     ///     .acquire()?;
-    /// std::thread::sleep(Duration::from_millis(1500)); // longer than the expiry
+    /// assert!(guard.main_lock().expires_in().unwrap() > Duration::from_secs(2));
+    /// std::thread::sleep(Duration::from_millis(1500)); // renewed after 1 s
     /// assert!(!guard.is_lost() && store.is_locked("long-job")?);
+    /// assert!(guard.current_lock().locked_until > guard.main_lock().locked_until);
     /// # Ok(()) }
     /// ```
     pub fn keepalive(mut self, keepalive: bool) -> Self {
@@ -181,8 +195,10 @@ impl LockMgr {
     ///
     /// Dropping the future before it completes takes nothing: a lock acquired by an
     /// attempt still running on the blocking pool is released as soon as that attempt
-    /// ends. The returned guard releases on drop as usual (a blocking call, on the
-    /// thread that drops it).
+    /// ends. Release the returned guard with
+    /// [`unlock_async`](LockGuard::unlock_async)`.await`, which runs on the blocking
+    /// pool too; a guard dropped on a tokio task (with the `tokio` feature) hands its
+    /// release to tokio's blocking pool, elsewhere it releases on the dropping thread.
     ///
     /// ```
     /// use std::time::Duration;
@@ -231,10 +247,20 @@ impl LockMgr {
             .map(|lock| LockGuard::new(self.store.clone(), lock, self.settings())))
     }
 
+    /// The expiry the lock gets: with keep-alive, at least [`MIN_KEEPALIVE_EXPIRES`].
+    fn lease(&self) -> Option<Duration> {
+        match self.expires {
+            Some(expires) if self.keepalive && !expires.is_zero() => {
+                Some(expires.max(MIN_KEEPALIVE_EXPIRES))
+            }
+            expires => expires,
+        }
+    }
+
     fn spec(&self, until: Option<Instant>) -> AcquireSpec<'_> {
         AcquireSpec {
             name: &self.name,
-            expires: self.expires,
+            expires: self.lease(),
             locked_by: self.locked_by.as_deref(),
             lock_process: self.lock_process,
             waiting: self.wait.is_some(),
@@ -244,7 +270,7 @@ impl LockMgr {
 
     fn settings(&self) -> GuardSettings {
         GuardSettings {
-            expires: self.expires,
+            expires: self.lease(),
             locked_by: self.locked_by.clone(),
             lock_process: self.lock_process,
             keepalive: self.keepalive,
@@ -281,12 +307,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-
-    fn store() -> (tempfile::TempDir, LockStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = dir.path().join("l.sqlite3").to_str().unwrap().to_string();
-        (dir, LockStore::open(&url).unwrap())
-    }
+    use crate::test_support::temp_store as store;
 
     #[test]
     fn sync_and_async_waits_give_up_alike() {
@@ -300,6 +321,45 @@ mod tests {
         let err = crate::async_support::block_on(store.lock_mgr("held").wait(wait).acquire_async())
             .unwrap_err();
         assert!(err.is_locked() && started.elapsed() >= wait, "{err}");
+    }
+
+    #[test]
+    fn keepalive_raises_a_short_expiry_to_the_minimum() {
+        let (_dir, store) = store();
+        let short = Some(Duration::from_millis(500));
+        let mut kept = store
+            .lock_mgr("kept")
+            .expires(short)
+            .keepalive(true)
+            .acquire()
+            .unwrap();
+        let extra = kept.lock("kept:extra").unwrap().clone();
+        for lock in [kept.main_lock(), &extra] {
+            let left = lock.expires_in().unwrap();
+            assert!(
+                left > MIN_KEEPALIVE_EXPIRES - Duration::from_millis(500)
+                    && left <= MIN_KEEPALIVE_EXPIRES,
+                "{left:?}"
+            );
+        }
+        // Without keep-alive, or at or above the minimum, the expiry is as asked.
+        let plain = store.lock_mgr("plain").expires(short).acquire().unwrap();
+        assert!(plain.main_lock().expires_in().unwrap() <= Duration::from_millis(500));
+        let long = Some(Duration::from_secs(40));
+        let kept_long = store
+            .lock_mgr("long")
+            .expires(long)
+            .keepalive(true)
+            .acquire()
+            .unwrap();
+        assert!(kept_long.main_lock().expires_in().unwrap() > Duration::from_secs(35));
+        let never = store
+            .lock_mgr("never")
+            .expires(None)
+            .keepalive(true)
+            .acquire()
+            .unwrap();
+        assert_eq!(never.main_lock().locked_until, None);
     }
 
     #[cfg(feature = "tokio")]

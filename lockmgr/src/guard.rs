@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::async_support;
 use crate::builder::GuardSettings;
 use crate::error::{Error, Result};
 use crate::events;
@@ -11,10 +12,14 @@ use crate::options::RenewOptions;
 use crate::store::{locked_error, LockStore};
 
 /// Holds a main lock, and any extra locks taken with [`lock`](LockGuard::lock), until it
-/// is dropped or [`unlock`](LockGuard::unlock)ed.
+/// is dropped or [`unlock`](LockGuard::unlock)ed ([`unlock_async`](LockGuard::unlock_async)
+/// in async code).
 ///
 /// Release is owner-checked: if a lock expired and someone else took it, dropping the
 /// guard leaves the new holder's lock alone. Dropping also releases during a panic.
+/// With the `tokio` feature, a guard dropped on a tokio task hands its release to
+/// tokio's blocking pool instead of blocking the executor: the lock is free a moment
+/// after the drop rather than at once.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard {
     store: LockStore,
@@ -172,29 +177,62 @@ impl LockGuard {
     }
 
     /// Release every lock this guard holds now, reporting the first failure (a drop
-    /// does the same but can only log failures). Releasing twice is fine.
+    /// does the same but can only log failures). Releasing twice is fine. Blocks the
+    /// calling thread for the release (and its retries on a new connection, see
+    /// [`LockStoreBuilder::statement_timeout`](crate::LockStoreBuilder::statement_timeout));
+    /// in async code use [`unlock_async`](LockGuard::unlock_async).
     pub fn unlock(&mut self) -> Result<()> {
+        match self.take_release() {
+            Some(release) => release.run(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`unlock`](LockGuard::unlock) for async code: the same owner-checked release,
+    /// with the same retries, run on a blocking pool (tokio's inside a tokio runtime
+    /// with the `tokio` feature, else the `blocking` crate's) so that the executor's
+    /// thread never waits for the database. `#[locked] async fn` awaits it when its
+    /// body returns.
+    ///
+    /// Once polled, the release happens even if this future is dropped before it
+    /// completes (it then goes on in the background). Releasing twice is fine.
+    ///
+    /// ```
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = lockmgr::LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap())?;
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// runtime.block_on(async {
+    ///     let mut guard = store.lock_mgr("import").acquire_async().await?;
+    ///     // ... the job ...
+    ///     guard.unlock_async().await?;
+    ///     assert!(!store.is_locked("import")?);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub async fn unlock_async(&mut self) -> Result<()> {
+        match self.take_release() {
+            Some(release) => async_support::run_blocking_to_end(move || release.run()).await?,
+            None => Ok(()),
+        }
+    }
+
+    /// Mark the guard released and stop its renewals; what remains to release.
+    fn take_release(&mut self) -> Option<Release> {
         if self.released {
-            return Ok(());
+            return None;
         }
         self.released = true;
         self.keepalive = None; // renewals stop before the release
-        let mut first_error = None;
-        let extra = self.extra.iter().rev().map(|lock| (lock, None));
-        let main = std::iter::once((&self.main, self.settings.min_hold));
-        for (lock, min_hold) in extra.chain(main) {
-            match self.store.release_held(lock, min_hold) {
-                Ok(true) => {}
-                // Keep-alive has already reported a main lock it lost.
-                Ok(false) if std::ptr::eq(lock, &self.main) && self.lost.is_lost() => {}
-                Ok(false) => events::lost(lock, "it was gone or taken over at release"),
-                Err(err) => {
-                    events::release_failed(lock, &err);
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        Some(Release {
+            store: self.store.clone(),
+            main: self.main.clone(),
+            extra: self.extra.clone(),
+            min_hold: self.settings.min_hold,
+            lost: self.lost.clone(),
+            done: false,
+        })
     }
 
     fn released_error(&self) -> Error {
@@ -205,8 +243,112 @@ impl LockGuard {
 }
 
 impl Drop for LockGuard {
+    /// Releases every lock the guard still holds, also during a panic. On a thread
+    /// that is polling an async task (known with the `tokio` feature, on tokio), the
+    /// release is handed to the blocking pool and the drop returns at once; elsewhere
+    /// it runs here. Failures are logged: a destructor cannot report them.
     fn drop(&mut self) {
-        // Failures are logged in unlock(); a destructor cannot report them.
-        let _ = self.unlock();
+        let Some(release) = self.take_release() else {
+            return;
+        };
+        if async_support::on_an_executor() {
+            async_support::hand_off(move || {
+                let _ = release.run();
+            });
+        } else {
+            let _ = release.run();
+        }
+    }
+}
+
+/// The locks of a guard still to release, taken out of it. Runs once: if it is
+/// dropped unrun (a pool that refused it, a runtime shutting down), it releases then.
+struct Release {
+    store: LockStore,
+    main: Lock,
+    extra: Vec<Lock>,
+    min_hold: Option<Duration>,
+    lost: LostSignal,
+    done: bool,
+}
+
+impl Release {
+    /// Release the extra locks, newest first, then the main one; the first failure.
+    fn run(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        self.done = true;
+        let mut first_error = None;
+        let extra = self.extra.iter().rev().map(|lock| (lock, None, false));
+        let main = std::iter::once((&self.main, self.min_hold, true));
+        for (lock, min_hold, is_main) in extra.chain(main) {
+            match self.store.release_held(lock, min_hold) {
+                Ok(true) => {}
+                // Keep-alive has already reported a main lock it lost.
+                Ok(false) if is_main && self.lost.is_lost() => {}
+                Ok(false) => events::lost(lock, "it was gone or taken over at release"),
+                Err(err) => {
+                    events::release_failed(lock, &err);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::test_support::temp_store as store;
+
+    #[test]
+    fn unlock_async_releases_everything_once_on_any_executor() {
+        let (_dir, store) = store();
+        let mut guard = store.lock_mgr("a").acquire().unwrap();
+        guard.lock("a:extra").unwrap();
+        crate::async_support::block_on(guard.unlock_async()).unwrap();
+        assert!(guard.is_released());
+        assert!(!store.is_locked("a").unwrap() && !store.is_locked("a:extra").unwrap());
+        assert_eq!(
+            guard.extra_locks().len(),
+            1,
+            "still listed after the release"
+        );
+        // Twice is fine, and so is the drop after it.
+        crate::async_support::block_on(guard.unlock_async()).unwrap();
+        guard.unlock().unwrap();
+    }
+
+    #[test]
+    fn an_unlock_async_dropped_half_way_still_releases() {
+        let (_dir, store) = store();
+        let mut guard = store.lock_mgr("b").acquire().unwrap();
+        {
+            let mut unlocking = std::pin::pin!(guard.unlock_async());
+            let mut cx = Context::from_waker(Waker::noop());
+            // The first poll hands the release to the pool; then the future is gone.
+            let _ = unlocking.as_mut().poll(&mut cx);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.is_locked("b").unwrap() {
+            assert!(Instant::now() < deadline, "the release never happened");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(guard);
     }
 }

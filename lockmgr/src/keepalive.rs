@@ -1,9 +1,15 @@
 //! Keep-alive: a background renewal of a guard's lock, and the signal that says the
 //! lock was lost.
+//!
+//! Every kept-alive guard of the process is renewed by one scheduler (a timer thread
+//! and a few workers, see `scheduler.rs`), not by a thread of its own: a process
+//! holding a thousand kept-alive guards runs the same handful of threads as one
+//! holding one.
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -12,6 +18,7 @@ use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
 use crate::options::RenewOptions;
+use crate::scheduler::{Job, JobId, Scheduler};
 use crate::store::LockStore;
 
 /// Says whether a guard's lock may no longer be trusted. It fires once, and stays
@@ -195,13 +202,33 @@ impl Future for LostFuture {
     }
 }
 
-/// The renewal thread of one guard. Dropping it stops the renewals: the thread ends
-/// at once, or as soon as a renewal under way returns (that renewal is
-/// owner-checked, so it cannot touch a lock after the guard's release, nor anyone
-/// else's lock). The guard's drop never waits for a renewal stuck on a dead link.
+/// The shortest expiry a kept-alive lock gets: 3 s. A guard asking for less with
+/// keep-alive on is given this much (see [`LockMgr::keepalive`]): renewals come every
+/// third of the expiry, so this bounds their rate (one a second per guard), and leaves
+/// a renewal about 1.7 s to get through before the holder's lease deadline.
+///
+/// [`LockMgr::keepalive`]: crate::LockMgr::keepalive
+pub const MIN_KEEPALIVE_EXPIRES: Duration = Duration::from_secs(3);
+
+/// The keep-alive of one guard: its renewals, timed by the process's one
+/// [`Scheduler`] and run on its few workers (no thread of its own). Dropping it stops
+/// the renewals at once and never waits: a renewal under way ends on its worker, and
+/// whatever it found is ignored (it is owner-checked, so it cannot touch a lock after
+/// the guard's release, nor anyone else's lock). The guard's drop never waits for a
+/// renewal stuck on a dead link.
 pub(crate) struct KeepAlive {
-    stop: Option<mpsc::Sender<()>>,
-    latest: Arc<Mutex<Lock>>,
+    renewal: Arc<Renewal>,
+    job: JobId,
+}
+
+/// What the guard and its renewals share.
+struct Renewal {
+    store: LockStore,
+    expires: Duration,
+    every: Duration,
+    latest: Mutex<Lock>,
+    signal: LostSignal,
+    stopped: AtomicBool,
 }
 
 impl KeepAlive {
@@ -212,86 +239,97 @@ impl KeepAlive {
         expires: Duration,
         signal: LostSignal,
     ) -> KeepAlive {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let latest = Arc::new(Mutex::new(lock));
-        let shared = Arc::clone(&latest);
+        // Renewals of one database share a few workers; other databases' are not
+        // held up by it.
+        let group = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            store.url().hash(&mut hasher);
+            hasher.finish()
+        };
         let every = (expires / 3).max(Duration::from_millis(10));
-        let spawned = std::thread::Builder::new()
-            .name("lockmgr-keepalive".into())
-            .spawn(move || renew_until_stopped(&store, &shared, expires, every, &stopped, &signal));
-        if let Err(err) = spawned {
-            tracing::warn!(error = %err, "lockmgr: cannot start keep-alive");
-        }
-        KeepAlive {
-            stop: Some(stop),
-            latest,
-        }
+        let renewal = Arc::new(Renewal {
+            store,
+            expires,
+            every,
+            latest: Mutex::new(lock),
+            signal,
+            stopped: AtomicBool::new(false),
+        });
+        let job = Scheduler::global().schedule(
+            Arc::clone(&renewal) as Arc<dyn Job>,
+            group,
+            Instant::now() + every,
+        );
+        KeepAlive { renewal, job }
     }
 
     /// The lock as last renewed.
     pub(crate) fn latest(&self) -> Lock {
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.renewal.latest()
     }
 }
 
 impl Drop for KeepAlive {
     fn drop(&mut self) {
-        drop(self.stop.take()); // wakes the thread at once
+        self.renewal.stopped.store(true, Ordering::SeqCst);
+        Scheduler::global().cancel(self.job);
     }
 }
 
-/// Whether the guard has stopped its keep-alive.
-fn stopped_now(stopped: &mpsc::Receiver<()>) -> bool {
-    !matches!(stopped.try_recv(), Err(mpsc::TryRecvError::Empty))
+impl Renewal {
+    fn latest(&self) -> Lock {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
 }
 
-fn renew_until_stopped(
-    store: &LockStore,
-    latest: &Mutex<Lock>,
-    expires: Duration,
-    every: Duration,
-    stopped: &mpsc::Receiver<()>,
-    signal: &LostSignal,
-) {
-    loop {
-        match stopped.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+impl Job for Renewal {
+    /// One renewal; the next one comes a third of the expiry after it returns, until
+    /// the guard stops it or the lock is lost.
+    fn run(&self) -> Option<Instant> {
+        if self.stopped() {
+            return None;
         }
-        let current = latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let renewed = store.renew_lock(&current, RenewOptions::new(Some(expires)));
-        if stopped_now(stopped) {
-            return; // released meanwhile: whatever the renewal found is moot
+        let current = self.latest();
+        let renewed = self
+            .store
+            .renew_lock(&current, RenewOptions::new(Some(self.expires)));
+        if self.stopped() {
+            return None; // released meanwhile: whatever the renewal found is moot
         }
         match renewed {
             // renew_lock logs the renewal ("lockmgr: renewed"). The lease is counted
             // from when the renewal was sent; one granted after the old lease ran out
             // does not bring the lock back.
             Ok(renewed) => {
-                if !signal.extend(renewed.lease_deadline()) {
-                    return;
+                if !self.signal.extend(renewed.lease_deadline()) {
+                    return None;
                 }
-                *latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
+                *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = renewed;
             }
             Err(Error::LockNotFound { .. }) => {
-                if !signal.is_lost() {
+                if !self.signal.is_lost() {
                     events::lost(&current, "keep-alive found it gone or taken over");
-                    signal.set_lost();
+                    self.signal.set_lost();
                 }
-                return;
+                return None;
             }
             Err(err) => {
                 // The database may be unreachable for a moment: keep trying until the
                 // lease runs out (the signal fires then, on its own).
                 events::keepalive_failed(&current, &err);
-                if signal.is_lost() {
-                    return;
+                if self.signal.is_lost() {
+                    return None;
                 }
             }
         }
+        Some(Instant::now() + self.every)
     }
 }
 

@@ -104,10 +104,12 @@
 //! ## Cargo features
 //!
 //! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
-//!   with `wait`) sleeps with tokio's timer and runs its database calls on tokio's
-//!   blocking pool. Without it, async acquisition still never blocks the executor's
-//!   thread (a `futures-timer` delay, the `blocking` crate's pool) and works on any
-//!   executor.
+//!   with `wait`) and release ([`LockGuard::unlock_async`]) sleep with tokio's timer
+//!   and run their database calls on tokio's blocking pool, and a guard dropped on a
+//!   tokio task hands its release to that pool. Without it, async acquisition and
+//!   release still never block the executor's thread (a `futures-timer` delay, the
+//!   `blocking` crate's pool) and work on any executor; a dropped guard releases on
+//!   the thread that drops it.
 //!
 //! ## Guarantees
 //!
@@ -132,6 +134,15 @@
 //! - A guard's [lost signal](LostSignal) fires by its lease deadline, counted on the
 //!   local monotonic clock from when the acquisition or last renewal was sent: before
 //!   anyone else can take the lock, reachable database or not.
+//! - No database call and no blocking wait of lockmgr's runs on a thread that polls
+//!   futures: async acquisition and [`LockGuard::unlock_async`] run their statements
+//!   on a blocking pool (`#[locked] async fn` awaits the release on its way out), and
+//!   with the `tokio` feature a guard dropped on a tokio task hands its release to
+//!   tokio's blocking pool.
+//! - Keep-alive renewals of every guard of the process run on one scheduler (a timer
+//!   thread and a few workers, at most four per database): the thread count does not
+//!   grow with the number of kept-alive guards, and a drop never waits for a renewal.
+//!   A kept-alive lock lasts at least [`MIN_KEEPALIVE_EXPIRES`] (3 s).
 //!
 //! ## Logging
 //!
@@ -169,8 +180,11 @@ mod options;
 mod pooler;
 mod registry;
 mod runtime_check;
+mod scheduler;
 mod set_lock;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod ticks;
 mod wait;
 mod wakeup;
@@ -188,7 +202,7 @@ pub use global::{
     set_default_store, set_lock, unlock,
 };
 pub use guard::LockGuard;
-pub use keepalive::{LostFuture, LostSignal};
+pub use keepalive::{LostFuture, LostSignal, MIN_KEEPALIVE_EXPIRES};
 pub use lockmgr_macros::locked;
 pub use model::Lock;
 pub use name::{validate_name, MAX_NAME_BYTES};
@@ -205,8 +219,8 @@ pub use store::{
 pub mod __private {
     pub use crate::macro_support::{
         acquire, acquire_async, acquire_or_skip, acquire_or_skip_async, check_fixed_text, declare,
-        default_store, given_store, millis, render_name, returned, seconds, skipped, Declaration,
-        Declare, LockedReturn, SkipReturn,
+        default_store, given_store, millis, render_name, returned, seconds, skipped, unlock_async,
+        Declaration, Declare, LockedReturn, SkipReturn,
     };
     pub use inventory;
 }

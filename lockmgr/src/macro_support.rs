@@ -296,6 +296,15 @@ pub fn acquire_async(
     async move { call?.mgr.acquire_async().await }
 }
 
+/// The normal way out of a `#[locked] async fn` (its body returned, `?` included):
+/// release the guard on the blocking pool ([`LockGuard::unlock_async`]) instead of in
+/// its `Drop`, so the executor's thread does not wait for the database. A failure is
+/// logged, as a drop would. A cancelled or panicking call still releases through
+/// `Drop`.
+pub async fn unlock_async(mut guard: LockGuard) {
+    let _ = guard.unlock_async().await;
+}
+
 /// [`acquire_or_skip`] for a `#[locked] async fn`.
 pub fn acquire_or_skip_async(
     store: Result<LockStore>,
@@ -320,6 +329,7 @@ pub fn acquire_or_skip_async(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::temp_store as store;
 
     const PLAIN: DeclaredLock = declare("job:{id}", "m::job", "f.rs", 1)
         .expires(Duration::from_secs(60))
@@ -339,12 +349,6 @@ mod tests {
         .once_per(Duration::from_secs(3600))
         .literals(&["tick"])
         .done();
-
-    fn store() -> (tempfile::TempDir, LockStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LockStore::open(dir.path().join("l.sqlite3").to_str().unwrap()).unwrap();
-        (dir, store)
-    }
 
     #[test]
     fn renders_and_validates_names() {

@@ -30,7 +30,7 @@ pub(crate) fn warn_if_blocking_a_runtime(decl: &'static DeclaredLock) {
 /// there, tokio's cooperative budget is limited; on its blocking pool and outside tokio
 /// it is not. The probe spends the budget down to zero and gives every unit back.
 #[cfg(feature = "tokio")]
-fn polling_a_tokio_task() -> bool {
+pub(crate) fn polling_a_tokio_task() -> bool {
     use std::task::{Context, Poll, Waker};
     use tokio::task::coop;
 

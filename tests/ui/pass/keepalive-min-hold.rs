@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use lockmgr::locked;
 
-// Renewed while it runs (1 s expiry, a 1.5 s body), and kept 60 s after it started.
+// Renewed while it runs (a 1 s expiry, raised to keep-alive's 3 s minimum; a 1.5 s
+// body), and kept 60 s after it started.
 #[locked(name = "cron:{job}", expires = 1, keepalive = true, min_hold = 60, guard = g)]
 fn run(job: &str) -> lockmgr::Result<bool> {
     std::thread::sleep(Duration::from_millis(1500));
