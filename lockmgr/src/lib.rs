@@ -151,10 +151,9 @@
 )]
 
 mod async_support;
+mod backend;
 mod builder;
-mod conn;
 mod database_url;
-mod dialect;
 mod error;
 mod events;
 mod global;
@@ -162,11 +161,9 @@ mod guard;
 mod housekeeping;
 mod keepalive;
 mod macro_support;
-mod migrate;
 mod model;
 mod name;
 mod options;
-mod pooler;
 mod registry;
 mod runtime_check;
 mod set_lock;
@@ -174,10 +171,9 @@ mod store;
 mod ticks;
 mod wait;
 mod wakeup;
-mod watchdog;
 
+pub use backend::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
-pub use conn::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH,
     LOCKMGR_DATABASE_URL, LOCKMGR_LISTEN_URL, PGBOUNCER_PARAM,

@@ -4,15 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::builder::LockMgr;
-use crate::conn::{link_lost, Checkout, Pool, PoolOptions};
+use crate::backend::{
+    self, expiry_micros, link_lost, AcquireRequest, Checkout, Pool, PoolOptions, ReleaseRequest,
+    RenewRequest, Session, TableName,
+};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
     LOCKMGR_LISTEN_URL,
 };
-use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{DbResult, Error, Result};
 use crate::events;
+use crate::housekeeping::{clean_batches, Cleaner, ClockOffset};
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
 use crate::options::{RenewOptions, SetLockOptions};
@@ -55,6 +57,8 @@ impl std::panic::RefUnwindSafe for LockStore {}
 
 struct Inner {
     url: DatabaseUrl,
+    /// The lock table.
+    table: TableName,
     pool: Pool,
     options: PoolOptions,
     locked_by: String,
@@ -63,9 +67,9 @@ struct Inner {
     /// The longest sleep of a waiter between tries.
     poll_cap: Duration,
     /// The database clock's offset from this host's, for `once_per` ticks.
-    clock: crate::housekeeping::ClockOffset,
+    clock: ClockOffset,
     /// When expired rows are next removed in the background.
-    cleaner: crate::housekeeping::Cleaner,
+    cleaner: Cleaner,
     /// PostgreSQL: where the release listener connects (`LISTEN` needs a session of
     /// its own); `None`: no listener, waiters poll.
     listen_target: Option<String>,
@@ -278,20 +282,22 @@ impl LockStoreBuilder {
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
         let mut url = DatabaseUrl::parse(&self.url)?;
-        crate::conn::resolve_pooler(&mut url, &self.options)?;
+        backend::resolve_pooler(&mut url, &self.options)?;
         // The listener's connection is bounded like the store's own (connect timeout,
         // TCP keepalives); it blocks nobody, but must not hang forever either.
         let listen_target = listen_target(&url, self.listen_url.as_deref())?
-            .map(|target| crate::conn::with_libpq_settings(&target, self.options.connect_timeout));
-        let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
+            .map(|target| backend::with_libpq_settings(&target, self.options.connect_timeout));
+        let table = TableName::default();
+        let (pool, applied) = Pool::open(&url, &self.options, &table, self.migrate)?;
         if !applied.is_empty() {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
         }
         let locked_by = self.locked_by.unwrap_or_else(default_locked_by);
-        let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
+        // Lock names are per table: so are wake-ups.
+        let board = WakeBoard::for_database(&format!("{}:{}:{table}", url.backend, url.target));
         let poll_cap = self
             .poll_cap
-            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend, listen_target.is_some()));
+            .unwrap_or_else(|| backend::default_poll_cap(url.backend, listen_target.is_some()));
         if url.pooled() && listen_target.is_none() {
             tracing::info!(
                 url = %url.masked,
@@ -302,13 +308,14 @@ impl LockStoreBuilder {
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
+                table,
                 pool,
                 options: self.options,
                 locked_by,
                 board,
                 poll_cap,
-                clock: crate::housekeeping::ClockOffset::default(),
-                cleaner: crate::housekeeping::Cleaner::new(self.auto_clean),
+                clock: ClockOffset::default(),
+                cleaner: Cleaner::new(self.auto_clean),
                 listen_target,
             }),
         })
@@ -468,7 +475,7 @@ impl LockStore {
         let url = &self.inner.url;
         self.with_conn(|conn| {
             conn.migrate()
-                .map_err(|e| crate::conn::migration_error(url, &e.to_string()))
+                .map_err(|e| backend::migration_error(url, &e.to_string()))
         })
     }
 
@@ -744,12 +751,6 @@ impl LockStore {
         Ok(report)
     }
 
-    /// A builder for a guarded acquisition of `name` (expiry, waiting, extra locks);
-    /// see [`LockMgr`].
-    pub fn lock_mgr(&self, name: impl Into<String>) -> LockMgr {
-        LockMgr::new(self.clone(), name.into())
-    }
-
     /// One acquisition attempt: `Ok(Ok(lock))` when taken, `Ok(Err(holder))` when a live
     /// lock is in the way.
     pub(crate) fn acquire_once(
@@ -803,7 +804,7 @@ impl LockStore {
         }
         let outcome = events::failed("acquire", spec.name, outcome)?;
         if self.inner.cleaner.due() {
-            crate::housekeeping::clean_in_background(self.clone());
+            self.clean_in_background();
         }
         // The callers log the outcome, with how many tries it took.
         let now = Instant::now();
@@ -822,7 +823,11 @@ impl LockStore {
     /// on PostgreSQL this also makes sure the release listener runs, if it has one.
     pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
         if let Some(target) = &self.inner.listen_target {
-            crate::wakeup::spawn_pg_listener(&self.inner.board, target.clone());
+            backend::spawn_pg_listener(
+                &self.inner.board,
+                target.clone(),
+                self.inner.table.channel(),
+            );
         }
         self.inner.board.ticket(name)
     }
@@ -839,8 +844,25 @@ impl LockStore {
             .now(|| self.with_conn(|conn| conn.database_now().db()))
     }
 
+    /// Remove expired rows in batches on the blocking pool, so that the acquisition
+    /// that found the clean due does not wait for it.
+    fn clean_in_background(&self) {
+        let store = self.clone();
+        crate::async_support::spawn_detached(move || {
+            let cleaned = clean_batches(|limit| store.clean_batch(limit));
+            store.inner.cleaner.finished();
+            match cleaned {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "lockmgr: removed expired locks"),
+                Err(err) => {
+                    tracing::debug!(error = %err, "lockmgr: removing expired locks failed");
+                }
+            }
+        });
+    }
+
     /// Delete up to `limit` expired rows; how many went. Waiters are woken when any did.
-    pub(crate) fn clean_batch(&self, limit: i64) -> Result<usize> {
+    fn clean_batch(&self, limit: i64) -> Result<usize> {
         let cleaned = self.with_conn(|conn| conn.clean_expired_batch(limit).db())?;
         if cleaned > 0 {
             self.inner.board.wake_all();
@@ -848,12 +870,7 @@ impl LockStore {
         Ok(cleaned)
     }
 
-    /// The store's auto-clean schedule.
-    pub(crate) fn cleaner(&self) -> &crate::housekeeping::Cleaner {
-        &self.inner.cleaner
-    }
-
-    fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {
+    fn with_conn<R>(&self, f: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
         let inner = &self.inner;
         inner
             .pool
@@ -866,7 +883,7 @@ impl LockStore {
     fn with_conn_again<R>(
         &self,
         again: Again,
-        mut f: impl FnMut(&mut dyn LockConn) -> Result<R>,
+        mut f: impl FnMut(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
         let inner = &self.inner;
         // A connection that is gone, or did not answer when `timeouts` allows; when
@@ -1045,7 +1062,7 @@ pub(crate) fn locked_error(holder: &Lock) -> Error {
 
 /// One name of a `set_lock` call, inside its transaction.
 fn set_one(
-    conn: &mut dyn LockConn,
+    conn: &mut Session<'_>,
     name: &str,
     locked_by: &str,
     lock_process: Option<i64>,

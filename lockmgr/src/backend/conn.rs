@@ -6,7 +6,7 @@
 //! dropped when it goes back, so the pool reconnects on its own.
 //!
 //! Every call is bounded in time: checkout by `connection_timeout`, connecting by
-//! `connect_timeout` (libpq's own, and the [watchdog](crate::watchdog) for MySQL), and
+//! `connect_timeout` (libpq's own, and the [watchdog](super::watchdog) for MySQL), and
 //! each call on a connection by `statement_timeout` (the watchdog shuts the socket of
 //! a call that overruns). SQLite has no socket: its `busy_timeout` bounds a call.
 
@@ -22,10 +22,11 @@ use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 
+use super::dialect::{LockConn, Session, Statements};
+use super::table::TableName;
+use super::watchdog::{self, Armed, Snapshot, Socket};
 use crate::database_url::{Backend, DatabaseUrl};
-use crate::dialect::LockConn;
 use crate::error::{DbResult, Error, Result};
-use crate::watchdog::{self, Armed, Snapshot, Socket};
 
 /// Pool and connection settings; see [`LockStoreBuilder`](crate::LockStoreBuilder).
 #[derive(Debug, Clone)]
@@ -202,10 +203,12 @@ fn warn_unwatched(reason: &str) {
     });
 }
 
-/// A pool and the manager that fills it (to connect afresh outside the pool).
+/// A pool, the manager that fills it (to connect afresh outside the pool), and the
+/// statements of the store.
 pub(crate) struct Pooled<C: Connection + R2D2Connection + Send + 'static> {
     pool: r2d2::Pool<Manager<C>>,
     manager: Manager<C>,
+    sql: Statements,
 }
 
 /// The pool of one store.
@@ -222,8 +225,10 @@ impl Pool {
     pub(crate) fn open(
         url: &DatabaseUrl,
         options: &PoolOptions,
+        table: &TableName,
         migrate: bool,
     ) -> Result<(Pool, Vec<String>)> {
+        let sql = || Statements::new(url.backend, table);
         match url.backend {
             Backend::Postgres => {
                 let setup: Setup<PgConnection> = if url.pooled() {
@@ -263,7 +268,7 @@ impl Pool {
                 };
                 let applied = first_connection(&manager, url, options, migrate)?;
                 Ok((
-                    Pool::Postgres(Pooled::new(manager, options, options.max_size)),
+                    Pool::Postgres(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
@@ -291,7 +296,7 @@ impl Pool {
                 };
                 // `:memory:` is one database per connection: keep exactly one.
                 let size = if url.in_memory { 1 } else { options.max_size };
-                let pooled = Pooled::new(manager, options, size);
+                let pooled = Pooled::new(manager, options, size, sql());
                 if url.in_memory {
                     // The migrated connection above is gone with its database; the
                     // pool's only connection must carry the table itself.
@@ -330,7 +335,7 @@ impl Pool {
                 };
                 let applied = first_connection(&manager, url, options, migrate)?;
                 Ok((
-                    Pool::Mysql(Pooled::new(manager, options, options.max_size)),
+                    Pool::Mysql(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
@@ -352,7 +357,7 @@ impl Pool {
         url: &DatabaseUrl,
         options: &PoolOptions,
         from: Checkout,
-        f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
+        f: impl FnOnce(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
         match self {
             Pool::Postgres(pooled) => pooled.run(url, options, from, f),
@@ -378,7 +383,7 @@ impl<C> Pooled<C>
 where
     C: Connection + R2D2Connection + LockConn + Send + 'static,
 {
-    fn new(manager: Manager<C>, options: &PoolOptions, size: u32) -> Self {
+    fn new(manager: Manager<C>, options: &PoolOptions, size: u32, sql: Statements) -> Self {
         let pool = r2d2::Pool::builder()
             .max_size(size.max(1))
             .min_idle(Some(0))
@@ -386,7 +391,7 @@ where
             .connection_timeout(options.connection_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager.clone());
-        Pooled { pool, manager }
+        Pooled { pool, manager, sql }
     }
 
     fn run<R>(
@@ -394,8 +399,9 @@ where
         url: &DatabaseUrl,
         options: &PoolOptions,
         from: Checkout,
-        f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
+        f: impl FnOnce(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
+        let sql = &self.sql;
         let until = match from {
             Checkout::Pooled(until) => until,
             Checkout::Fresh => {
@@ -403,8 +409,10 @@ where
                     .manager
                     .connect()
                     .map_err(|e| connection_error(url, &e.to_string()))?;
-                return run_watched(&mut conn, options.statement_timeout, |c| f(c))
-                    .map_err(|e| with_url(e, url));
+                return run_watched(&mut conn, options.statement_timeout, |c| {
+                    f(&mut Session::new(c, sql))
+                })
+                .map_err(|e| with_url(e, url));
             }
         };
         let left = |limit: Duration| match until {
@@ -415,8 +423,10 @@ where
             .pool
             .get_timeout(left(options.connection_timeout).max(Duration::from_millis(1)))
             .map_err(|e| connection_error(url, &e.to_string()))?;
-        run_watched(&mut conn, left(options.statement_timeout), |c| f(c))
-            .map_err(|e| with_url(e, url))
+        run_watched(&mut conn, left(options.statement_timeout), |c| {
+            f(&mut Session::new(c, sql))
+        })
+        .map_err(|e| with_url(e, url))
     }
 }
 
@@ -655,7 +665,7 @@ pub(crate) fn resolve_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Re
     // Bounded like every other connect: libpq's connect_timeout and TCP settings.
     let target = with_libpq_settings(&url.target, options.connect_timeout);
     let pooled =
-        crate::pooler::pooler_in_between(&target).map_err(|e| connection_error(url, &e))?;
+        super::pooler::pooler_in_between(&target).map_err(|e| connection_error(url, &e))?;
     if pooled {
         tracing::warn!(
             url = %url.masked,
