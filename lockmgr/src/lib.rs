@@ -12,6 +12,9 @@
 //!   [`LockStoreBuilder::listen_url`] for prompt wake-ups there).
 //! - **MySQL / MariaDB** (`mysql://…`, with the `mysql` cargo feature) is one too.
 //!
+//! The locks live in the table `lockmgr_lock` unless [`LockStoreBuilder::table`] names
+//! another; lockmgr creates it on first use and keeps its own ledger of migrations.
+//!
 //! ## Quick start
 //!
 //! Most jobs only need the attribute: every call of a [`#[locked]`](locked) function
@@ -103,6 +106,14 @@
 //!
 //! ## Cargo features
 //!
+//! - `sqlite` (default): the SQLite backend; SQLite is bundled.
+//! - `postgres` (default): the PostgreSQL backend; links libpq.
+//! - `mysql`: the MySQL / MariaDB backend; links the MySQL client library.
+//!
+//! At least one backend is needed; with `default-features = false, features =
+//! ["sqlite"]` nothing but SQLite is linked. A URL of a backend left out is refused
+//! with [`Error::InvalidUrl`] when a store opens.
+//!
 //! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
 //!   with `wait`) sleeps with tokio's timer and runs its database calls on tokio's
 //!   blocking pool. Without it, async acquisition still never blocks the executor's
@@ -150,6 +161,11 @@
     warn(clippy::expect_used, clippy::unwrap_used, clippy::panic)
 )]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "lockmgr needs at least one backend: enable its `sqlite`, `postgres` or `mysql` feature"
+);
+
 mod async_support;
 mod backend;
 mod builder;
@@ -172,7 +188,7 @@ mod ticks;
 mod wait;
 mod wakeup;
 
-pub use backend::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
+pub use backend::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, DEFAULT_TABLE};
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH,

@@ -154,6 +154,7 @@ pub struct LockStoreBuilder {
     poll_cap: Option<Duration>,
     auto_clean: Option<Duration>,
     listen_url: Option<String>,
+    table: Option<String>,
 }
 
 impl fmt::Debug for LockStoreBuilder {
@@ -164,6 +165,7 @@ impl fmt::Debug for LockStoreBuilder {
             .field("options", &self.options)
             .field("locked_by", &self.locked_by)
             .field("migrate", &self.migrate)
+            .field("table", &self.table)
             .finish_non_exhaustive()
     }
 }
@@ -278,16 +280,75 @@ impl LockStoreBuilder {
         self
     }
 
+    /// The table that holds the locks (default [`DEFAULT_TABLE`](crate::DEFAULT_TABLE),
+    /// `lockmgr_lock`): a plain identifier — lowercase ASCII letters, digits and `_`,
+    /// not starting with a digit, at most 48 bytes — optionally qualified as
+    /// `schema.table`. Anything else makes [`open`](LockStoreBuilder::open) fail with
+    /// [`Error::InvalidTable`].
+    ///
+    /// Give lockmgr a table of its own when the database already has a table of the
+    /// default name that is not lockmgr's (django-lockmgr's `lockmgr_lock`; opening
+    /// then fails with [`Error::TableConflict`]), or to keep several independent sets
+    /// of locks in one database. The names lockmgr's migration creates next to the
+    /// table derive from it: `<table>_fence_seq` (PostgreSQL), `<table>_fence`
+    /// (SQLite and MySQL), `<table>_migrations` (the ledger of its migrations), and
+    /// the PostgreSQL `NOTIFY` channel `<table>_release`. Every process using the
+    /// locks must name the same table.
+    ///
+    /// ```
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = dir.path().join("app.sqlite3").to_str().unwrap().to_string();
+    /// let store = lockmgr::LockStore::builder(&url).table("job_locks").open()?;
+    /// assert_eq!(store.table(), "job_locks");
+    /// assert!(lockmgr::LockStore::builder(&url).table("job-locks").open().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = Some(name.into());
+        self
+    }
+
+    /// The SQL that creates this store's table (and the ledger of its migrations,
+    /// recorded as applied) on an empty database of the URL's backend, without
+    /// connecting: for an application that keeps the lock table in its own
+    /// migrations, then opens the store with [`migrate(false)`](LockStoreBuilder::migrate)
+    /// (or not: a store finds nothing to migrate there). `lockmgr migrate --print`
+    /// prints it.
+    ///
+    /// ```
+    /// let sql = lockmgr::LockStore::builder("postgres://app@db/app")
+    ///     .table("ops.locks")
+    ///     .migration_sql()?;
+    /// assert!(sql.contains("CREATE TABLE \"ops\".\"locks\""));
+    /// # Ok::<(), lockmgr::Error>(())
+    /// ```
+    pub fn migration_sql(&self) -> Result<String> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        Ok(backend::migration_script(url.backend, &self.table_name()?))
+    }
+
+    /// The table name, checked.
+    fn table_name(&self) -> Result<TableName> {
+        match &self.table {
+            None => Ok(TableName::default()),
+            Some(name) => TableName::parse(name).map_err(|reason| Error::InvalidTable {
+                name: name.clone(),
+                reason,
+            }),
+        }
+    }
+
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
+        let table = self.table_name()?;
         let mut url = DatabaseUrl::parse(&self.url)?;
         backend::resolve_pooler(&mut url, &self.options)?;
         // The listener's connection is bounded like the store's own (connect timeout,
         // TCP keepalives); it blocks nobody, but must not hang forever either.
-        let listen_target = listen_target(&url, self.listen_url.as_deref())?
-            .map(|target| backend::with_libpq_settings(&target, self.options.connect_timeout));
-        let table = TableName::default();
+        let listen_target =
+            backend::listen_target(&url, self.listen_url.as_deref(), &self.options)?;
         let (pool, applied) = Pool::open(&url, &self.options, &table, self.migrate)?;
         if !applied.is_empty() {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
@@ -326,32 +387,6 @@ impl LockStoreBuilder {
 /// that an expired row is gone within about a minute; see
 /// [`LockStoreBuilder::auto_clean`].
 pub const DEFAULT_AUTO_CLEAN: Duration = Duration::from_secs(30);
-
-/// Where a PostgreSQL store's release listener connects: the listen URL when one is
-/// given, else the store's own URL unless that goes through a transaction pooler.
-fn listen_target(url: &DatabaseUrl, listen_url: Option<&str>) -> Result<Option<String>> {
-    if url.backend != Backend::Postgres {
-        return Ok(None);
-    }
-    let Some(raw) = listen_url.filter(|raw| !raw.trim().is_empty()) else {
-        return Ok((!url.pooled()).then(|| url.target.clone()));
-    };
-    let listen = DatabaseUrl::parse(raw)?;
-    let refuse = |reason: &str| Error::InvalidUrl {
-        url: listen.masked.clone(),
-        reason: format!("as a listen URL: {reason}"),
-    };
-    if listen.backend != Backend::Postgres {
-        return Err(refuse("it must be a PostgreSQL URL"));
-    }
-    if listen.pooled() {
-        return Err(refuse(
-            "LISTEN needs a session of its own, which a transaction pooler \
-             (pgbouncer=true) does not give; use a direct URL",
-        ));
-    }
-    Ok(Some(listen.target))
-}
 
 /// The host name, which is what `locked_by` says unless told otherwise.
 pub(crate) fn default_locked_by() -> String {
@@ -398,8 +433,8 @@ impl LockStore {
             migrate: true,
             poll_cap: None,
             auto_clean: Some(DEFAULT_AUTO_CLEAN),
-
             listen_url: None,
+            table: None,
         }
     }
 
@@ -464,6 +499,12 @@ impl LockStore {
         }
     }
 
+    /// The table holding the locks (`schema.table` when qualified); see
+    /// [`LockStoreBuilder::table`].
+    pub fn table(&self) -> String {
+        self.inner.table.to_string()
+    }
+
     /// The `locked_by` this store writes on the locks it takes.
     pub fn locked_by(&self) -> &str {
         &self.inner.locked_by
@@ -474,8 +515,8 @@ impl LockStore {
     pub fn migrate(&self) -> Result<Vec<String>> {
         let url = &self.inner.url;
         self.with_conn(|conn| {
-            conn.migrate()
-                .map_err(|e| backend::migration_error(url, &e.to_string()))
+            conn.migrate(&self.inner.table)
+                .map_err(|e| backend::migration_error(url, e))
         })
     }
 
@@ -823,7 +864,7 @@ impl LockStore {
     /// on PostgreSQL this also makes sure the release listener runs, if it has one.
     pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
         if let Some(target) = &self.inner.listen_target {
-            backend::spawn_pg_listener(
+            backend::spawn_listener(
                 &self.inner.board,
                 target.clone(),
                 self.inner.table.channel(),

@@ -44,6 +44,7 @@ struct BoardState {
     names: HashMap<String, (Arc<NameEvent>, usize)>,
     /// Tickets out, over all names (the listener only listens while this is not zero).
     waiting: usize,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// A PostgreSQL listener thread runs for this board.
     listening: bool,
 }
@@ -119,11 +120,13 @@ impl WakeBoard {
         events.iter().for_each(|event| event.release());
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Whether someone in this process waits for any lock of this database.
     pub(crate) fn has_waiters(&self) -> bool {
         lock(&self.state).waiting > 0
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Block the listener thread until someone waits (or `timeout` passes).
     pub(crate) fn idle_until_waiters(&self, timeout: Duration) {
         let listener = self.waiters_arrived.listen();
@@ -132,11 +135,13 @@ impl WakeBoard {
         }
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Mark that a listener runs; false if one already does.
     pub(crate) fn start_listening(&self) -> bool {
         !std::mem::replace(&mut lock(&self.state).listening, true)
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     pub(crate) fn stop_listening(&self) {
         lock(&self.state).listening = false;
     }

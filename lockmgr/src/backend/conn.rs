@@ -10,19 +10,25 @@
 //! each call on a connection by `statement_timeout` (the watchdog shuts the socket of
 //! a call that overruns). SQLite has no socket: its `busy_timeout` bounds a call.
 
+#[cfg(feature = "postgres")]
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::{CacheSize, Connection, SimpleConnection};
+#[cfg(feature = "postgres")]
+use diesel::connection::CacheSize;
+use diesel::connection::{Connection, SimpleConnection};
 #[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel::pg::PgConnection;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+#[cfg(feature = "sqlite")]
 use diesel::sqlite::SqliteConnection;
 
 use super::dialect::{LockConn, Session, Statements};
+use super::migrate::MigrationError;
 use super::table::TableName;
 use super::watchdog::{self, Armed, Snapshot, Socket};
 use crate::database_url::{Backend, DatabaseUrl};
@@ -213,7 +219,9 @@ pub(crate) struct Pooled<C: Connection + R2D2Connection + Send + 'static> {
 
 /// The pool of one store.
 pub(crate) enum Pool {
+    #[cfg(feature = "postgres")]
     Postgres(Pooled<PgConnection>),
+    #[cfg(feature = "sqlite")]
     Sqlite(Pooled<SqliteConnection>),
     #[cfg(feature = "mysql")]
     Mysql(Pooled<MysqlConnection>),
@@ -230,6 +238,7 @@ impl Pool {
     ) -> Result<(Pool, Vec<String>)> {
         let sql = || Statements::new(url.backend, table);
         match url.backend {
+            #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 let setup: Setup<PgConnection> = if url.pooled() {
                     // Behind a transaction pooler each statement may run on another
@@ -266,15 +275,18 @@ impl Pool {
                         statement: options.statement_timeout,
                     }),
                 };
-                let applied = first_connection(&manager, url, options, migrate)?;
+                let applied = first_connection(&manager, url, options, table, migrate)?;
                 Ok((
                     Pool::Postgres(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let manager = sqlite_manager(&url.target, url, options);
-                let (manager, applied) = match first_connection(&manager, url, options, migrate) {
+                let (manager, applied) = match first_connection(
+                    &manager, url, options, table, migrate,
+                ) {
                     Ok(applied) => (manager, applied),
                     Err(err) => {
                         // A database on read-only storage whose shared-memory index
@@ -285,8 +297,8 @@ impl Pool {
                         let mut read_only = url.clone();
                         read_only.read_only = true;
                         let manager = sqlite_manager(&target, &read_only, options);
-                        let applied =
-                            first_connection(&manager, url, options, migrate).map_err(|_| err)?;
+                        let applied = first_connection(&manager, url, options, table, migrate)
+                            .map_err(|_| err)?;
                         tracing::info!(
                             url = %url.masked,
                             "lockmgr: the SQLite database is on read-only storage; opened read-only"
@@ -305,8 +317,8 @@ impl Pool {
                         .get()
                         .map_err(|e| connection_error(url, &e.to_string()))?;
                     conn.conn
-                        .migrate()
-                        .map_err(|e| migration_error(url, &e.to_string()))?;
+                        .migrate(table)
+                        .map_err(|e| migration_error(url, e))?;
                 }
                 Ok((Pool::Sqlite(pooled), applied))
             }
@@ -333,19 +345,17 @@ impl Pool {
                         statement: options.statement_timeout,
                     }),
                 };
-                let applied = first_connection(&manager, url, options, migrate)?;
+                let applied = first_connection(&manager, url, options, table, migrate)?;
                 Ok((
                     Pool::Mysql(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
-            // DatabaseUrl::parse already refuses mysql:// in such a build.
-            #[cfg(not(feature = "mysql"))]
-            Backend::Mysql => Err(Error::InvalidUrl {
+            // DatabaseUrl::parse already refuses the URL of a backend not built in.
+            #[allow(unreachable_patterns)]
+            backend => Err(Error::InvalidUrl {
                 url: url.masked.clone(),
-                reason:
-                    "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature"
-                        .to_string(),
+                reason: crate::database_url::not_built_in(backend),
             }),
         }
     }
@@ -360,7 +370,9 @@ impl Pool {
         f: impl FnOnce(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
         match self {
+            #[cfg(feature = "postgres")]
             Pool::Postgres(pooled) => pooled.run(url, options, from, f),
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite(pooled) => pooled.run(url, options, from, f),
             #[cfg(feature = "mysql")]
             Pool::Mysql(pooled) => pooled.run(url, options, from, f),
@@ -477,11 +489,13 @@ pub(crate) fn link_lost(err: &Error) -> bool {
     err.driver().is_some_and(link_is_gone)
 }
 
+#[cfg(feature = "postgres")]
 /// libpq's `connect_timeout` is whole seconds, at least 2.
 fn libpq_seconds(timeout: Duration) -> u64 {
     timeout.as_secs_f64().ceil().max(2.0) as u64
 }
 
+#[cfg(feature = "postgres")]
 /// The PostgreSQL URL with lockmgr's client-side settings added, unless the URL sets
 /// them itself: `connect_timeout`, and TCP keepalives and `tcp_user_timeout` so that
 /// an idle pooled connection across a dead link is noticed within about a minute.
@@ -520,11 +534,13 @@ pub(crate) fn with_libpq_settings(target: &str, connect_timeout: Duration) -> St
     out
 }
 
+#[cfg(feature = "postgres")]
 /// The keys of a libpq `key=value …` connection string.
 fn conninfo_keys(conninfo: &str) -> HashSet<String> {
     conninfo_pairs(conninfo).map(|(key, _)| key).collect()
 }
 
+#[cfg(feature = "postgres")]
 /// The `key=value` pairs of a libpq connection string (values unquoted).
 fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_ {
     let mut rest = conninfo.trim_start();
@@ -559,9 +575,11 @@ fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_
     })
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 /// The TCP port a URL connects to (`default` when it names none); `None` when that
 /// cannot be told (several hosts, a malformed URL).
 fn server_port(target: &str, default: u16) -> Option<u16> {
+    #[cfg(feature = "postgres")]
     if !target.contains("://") {
         return match conninfo_pairs(target).find(|(key, _)| key == "port") {
             Some((_, port)) => port.parse().ok(),
@@ -575,6 +593,7 @@ fn server_port(target: &str, default: u16) -> Option<u16> {
     Some(parsed.port().unwrap_or(default))
 }
 
+#[cfg(feature = "sqlite")]
 /// The pool manager of a SQLite database: connect to `target`, then set the
 /// connection up (busy timeout, WAL unless read-only or in memory).
 fn sqlite_manager(
@@ -610,6 +629,7 @@ fn sqlite_manager(
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// For a SQLite file that exists but could not be opened: the URI that opens it
 /// read-only and immutable, when that is safe — no write-ahead log beside it (so no
 /// committed change lives outside the file) and its folder not writable (so no
@@ -634,6 +654,7 @@ fn read_only_fallback(url: &DatabaseUrl) -> Option<String> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 /// Run `step` again while SQLite answers "database is locked" (`SQLITE_BUSY`)
 /// without having waited, for up to `budget` in all.
 fn retry_while_busy(
@@ -656,12 +677,24 @@ fn retry_while_busy(
 }
 
 /// PostgreSQL without a `pgbouncer` parameter: find out whether a pooler is in
-/// between (see [`crate::pooler`]) and, if one is, behave as with `?pgbouncer=true`,
+/// between (see `backend/pooler.rs`) and, if one is, behave as with `?pgbouncer=true`,
 /// with a warning that says how to make the choice explicit.
 pub(crate) fn resolve_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Result<()> {
     if url.backend != Backend::Postgres || url.pgbouncer.is_some() {
         return Ok(());
     }
+    #[cfg(not(feature = "postgres"))]
+    return {
+        let _ = options;
+        Ok(())
+    };
+    #[cfg(feature = "postgres")]
+    resolve_postgres_pooler(url, options)
+}
+
+/// See [`resolve_pooler`].
+#[cfg(feature = "postgres")]
+fn resolve_postgres_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Result<()> {
     // Bounded like every other connect: libpq's connect_timeout and TCP settings.
     let target = with_libpq_settings(&url.target, options.connect_timeout);
     let pooled =
@@ -701,6 +734,7 @@ fn first_connection<C>(
     manager: &Manager<C>,
     url: &DatabaseUrl,
     options: &PoolOptions,
+    table: &TableName,
     migrate: bool,
 ) -> Result<Vec<String>>
 where
@@ -713,8 +747,7 @@ where
         return Ok(Vec::new());
     }
     run_watched(&mut conn, options.statement_timeout, |conn| {
-        conn.migrate()
-            .map_err(|e| migration_error(url, &e.to_string()))
+        conn.migrate(table).map_err(|e| migration_error(url, e))
     })
     .map_err(|e| with_url(e, url))
 }
@@ -726,10 +759,17 @@ pub(crate) fn connection_error(url: &DatabaseUrl, message: &str) -> Error {
     }
 }
 
-pub(crate) fn migration_error(url: &DatabaseUrl, message: &str) -> Error {
-    Error::Migration {
-        url: url.masked.clone(),
-        message: one_line(&url.scrub(message)),
+pub(crate) fn migration_error(url: &DatabaseUrl, err: MigrationError) -> Error {
+    match err {
+        MigrationError::Failed(message) => Error::Migration {
+            url: url.masked.clone(),
+            message: one_line(&url.scrub(&message)),
+        },
+        MigrationError::Conflict { table, reason } => Error::TableConflict {
+            url: url.masked.clone(),
+            table,
+            reason,
+        },
     }
 }
 
@@ -738,7 +778,7 @@ fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use super::*;
 

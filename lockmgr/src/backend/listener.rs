@@ -13,6 +13,9 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use super::conn::{with_libpq_settings, PoolOptions};
+use crate::database_url::{Backend, DatabaseUrl};
+use crate::error::{Error, Result};
 use crate::wakeup::WakeBoard;
 
 /// How often the listener thread drains notifications while someone waits.
@@ -20,6 +23,43 @@ const LISTEN_POLL: Duration = Duration::from_millis(2);
 
 /// The listener closes its connection after this long without waiters.
 const IDLE_DISCONNECT: Duration = Duration::from_secs(30);
+
+/// Where a PostgreSQL store's release listener connects: the listen URL when one is
+/// given, else the store's own URL unless that goes through a transaction pooler;
+/// with lockmgr's client-side settings (connect timeout, TCP keepalives: it blocks
+/// nobody, but must not hang forever either). `None` for the other backends.
+pub(crate) fn listen_target(
+    url: &DatabaseUrl,
+    listen_url: Option<&str>,
+    options: &PoolOptions,
+) -> Result<Option<String>> {
+    if url.backend != Backend::Postgres {
+        return Ok(None);
+    }
+    let Some(raw) = listen_url.filter(|raw| !raw.trim().is_empty()) else {
+        return Ok(
+            (!url.pooled()).then(|| with_libpq_settings(&url.target, options.connect_timeout))
+        );
+    };
+    let listen = DatabaseUrl::parse(raw)?;
+    let refuse = |reason: &str| Error::InvalidUrl {
+        url: listen.masked.clone(),
+        reason: format!("as a listen URL: {reason}"),
+    };
+    if listen.backend != Backend::Postgres {
+        return Err(refuse("it must be a PostgreSQL URL"));
+    }
+    if listen.pooled() {
+        return Err(refuse(
+            "LISTEN needs a session of its own, which a transaction pooler \
+             (pgbouncer=true) does not give; use a direct URL",
+        ));
+    }
+    Ok(Some(with_libpq_settings(
+        &listen.target,
+        options.connect_timeout,
+    )))
+}
 
 /// Start the PostgreSQL listener of `board` (once per board): a thread with its own
 /// connection to `url` that `LISTEN`s on `channel` and wakes the board for every

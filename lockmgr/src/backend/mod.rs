@@ -7,23 +7,50 @@
 
 mod conn;
 mod dialect;
+#[cfg(feature = "postgres")]
 mod listener;
-pub(crate) mod migrate;
+mod migrate;
+#[cfg(feature = "postgres")]
 mod pooler;
 mod table;
 mod watchdog;
 
 use std::time::Duration;
 
-pub(crate) use conn::{
-    link_lost, migration_error, resolve_pooler, with_libpq_settings, Checkout, Pool, PoolOptions,
-};
+pub(crate) use conn::{link_lost, migration_error, resolve_pooler, Checkout, Pool, PoolOptions};
 pub use conn::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub(crate) use dialect::{expiry_micros, AcquireRequest, ReleaseRequest, RenewRequest, Session};
-pub(crate) use listener::spawn_pg_listener;
+#[cfg(feature = "postgres")]
+pub(crate) use listener::listen_target;
+pub(crate) use migrate::script as migration_script;
 pub(crate) use table::TableName;
+pub use table::DEFAULT_TABLE;
 
 use crate::database_url::Backend;
+#[cfg(not(feature = "postgres"))]
+use crate::database_url::DatabaseUrl;
+#[cfg(not(feature = "postgres"))]
+use crate::error::Result;
+use crate::wakeup::WakeBoard;
+
+/// Start the release listener of `board` on `target` (see
+/// [`listen_target`](listener::listen_target)), listening on `channel`.
+pub(crate) fn spawn_listener(board: &std::sync::Arc<WakeBoard>, target: String, channel: String) {
+    #[cfg(feature = "postgres")]
+    listener::spawn_pg_listener(board, target, channel);
+    #[cfg(not(feature = "postgres"))]
+    let _ = (board, target, channel);
+}
+
+/// Without PostgreSQL there is no release listener.
+#[cfg(not(feature = "postgres"))]
+pub(crate) fn listen_target(
+    _url: &DatabaseUrl,
+    _listen_url: Option<&str>,
+    _options: &PoolOptions,
+) -> Result<Option<String>> {
+    Ok(None)
+}
 
 /// The default longest sleep of a waiter between tries. Where releases are announced
 /// across processes (PostgreSQL `NOTIFY`, to a store with a listener), polling is only

@@ -8,10 +8,6 @@
 //! system). At most 48 bytes in all, so that every derived name (the longest adds
 //! `_notify_release`) stays within PostgreSQL's 63-byte identifiers.
 
-// Parsing and the names of the migrations' objects are used once the name can be
-// chosen and the migrations are templated by it.
-#![allow(dead_code)]
-
 use crate::database_url::Backend;
 
 /// The lock table's name unless [`LockStoreBuilder::table`](crate::LockStoreBuilder::table)

@@ -11,7 +11,9 @@
 
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod statements;
 mod stmt;
@@ -19,11 +21,15 @@ mod stmt;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::query_dsl::LoadQuery;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamp};
-use diesel::{Connection, OptionalExtension, QueryResult, QueryableByName, RunQueryDsl};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use diesel::OptionalExtension;
+use diesel::{Connection, QueryResult, QueryableByName, RunQueryDsl};
 
 pub(crate) use statements::Statements;
 pub(crate) use stmt::{Bound, Values};
 
+use super::migrate::MigrationError;
+use super::table::TableName;
 use crate::error::Result;
 use crate::model::LockRow;
 
@@ -82,6 +88,26 @@ pub(crate) struct NaiveTime {
 pub(crate) struct Flag {
     #[diesel(sql_type = Bool)]
     pub(crate) value: bool,
+}
+
+/// The one text column of a query (migrations read versions and column names).
+#[derive(QueryableByName)]
+struct TextValue {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// The text `value`s of the query `sql`.
+fn load_texts<C>(conn: &mut C, sql: &str) -> QueryResult<Vec<String>>
+where
+    C: Connection,
+    diesel::query_builder::SqlQuery: LoadQuery<'static, C, TextValue>,
+{
+    Ok(diesel::sql_query(sql)
+        .load::<TextValue>(conn)?
+        .into_iter()
+        .map(|row| row.value)
+        .collect())
 }
 
 /// Take a lock: insert its row, or take over the row if it has expired.
@@ -282,11 +308,15 @@ pub(crate) trait LockConn {
         body: &mut dyn FnMut(&mut dyn LockConn) -> Result<()>,
     ) -> Result<()>;
 
-    /// Apply the embedded migrations, serialized against other processes doing the
+    /// Run SQL statements (a migration): no values, no results.
+    fn batch(&mut self, sql: &str) -> QueryResult<()>;
+
+    /// Run a query without values that returns one text column `value`.
+    fn texts(&mut self, sql: &str) -> QueryResult<Vec<String>>;
+
+    /// Apply the migrations of `table`, serialized against other processes doing the
     /// same. The versions applied now.
-    fn migrate(
-        &mut self,
-    ) -> std::result::Result<Vec<String>, crate::backend::migrate::MigrationError>;
+    fn migrate(&mut self, table: &TableName) -> std::result::Result<Vec<String>, MigrationError>;
 }
 
 /// A connection with the statements of its store: what the store runs its operations
@@ -369,8 +399,9 @@ impl<'a> Session<'a> {
     /// See [`LockConn::migrate`].
     pub(crate) fn migrate(
         &mut self,
-    ) -> std::result::Result<Vec<String>, crate::backend::migrate::MigrationError> {
-        self.conn.migrate()
+        table: &TableName,
+    ) -> std::result::Result<Vec<String>, MigrationError> {
+        self.conn.migrate(table)
     }
 }
 
@@ -385,6 +416,7 @@ where
 }
 
 /// The first row of `stmt` (the others are not read), read as `R`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 fn first_row<C, R>(conn: &mut C, stmt: Bound<'_>) -> QueryResult<Option<LockRow>>
 where
     C: Connection,

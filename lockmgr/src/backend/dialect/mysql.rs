@@ -19,7 +19,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
+use diesel::connection::{
+    AnsiTransactionManager, Connection, SimpleConnection, TransactionManager,
+};
 use diesel::mysql::MysqlConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::{BigInt, Nullable};
@@ -28,10 +30,12 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql};
 use super::{
-    first_row, load_flag, load_naive_time, load_rows, AcquireRequest, LockConn, NaiveRow,
-    RenewRequest,
+    first_row, load_flag, load_naive_time, load_rows, load_texts, AcquireRequest, LockConn,
+    NaiveRow, RenewRequest,
 };
-use crate::backend::migrate::MigrationError;
+use crate::backend::migrate::{self, MigrationError};
+use crate::backend::table::TableName;
+use crate::database_url::Backend;
 use crate::error::{Error, InTransaction, Result};
 use crate::model::LockRow;
 
@@ -45,7 +49,7 @@ struct Number {
 }
 
 /// The statements only MySQL has.
-pub(super) fn own_statements(f: &Flavor, statements: &mut Statements) {
+pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statements {
     // One atomic statement: a plain insert, or — when the name exists — an update
     // that only changes the row if it has expired. A live row is left as it was; the
     // statement never raises a duplicate-key error.
@@ -79,6 +83,7 @@ pub(super) fn own_statements(f: &Flavor, statements: &mut Statements) {
         f.table
     ))
     .bind(Slot::Limit);
+    statements
 }
 
 fn is_deadlock(err: &DieselError) -> bool {
@@ -188,7 +193,15 @@ impl LockConn for MysqlConnection {
         }
     }
 
-    fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {
+    fn batch(&mut self, sql: &str) -> QueryResult<()> {
+        self.batch_execute(sql)
+    }
+
+    fn texts(&mut self, sql: &str) -> QueryResult<Vec<String>> {
+        load_texts(self, sql)
+    }
+
+    fn migrate(&mut self, table: &TableName) -> Result<Vec<String>, MigrationError> {
         // A named server lock, one per database: processes that open a fresh database
         // at the same moment migrate one after the other; the later ones find nothing
         // to do. (MySQL commits DDL at once, so a transaction could not serialize them.)
@@ -200,7 +213,7 @@ impl LockConn for MysqlConnection {
         if got != Some(1) {
             return Err("timed out after 60 s waiting for another process's migration".into());
         }
-        let result = crate::backend::migrate::run(self, crate::backend::migrate::MYSQL);
+        let result = migrate::run(self, Backend::Mysql, table);
         let released = diesel::sql_query(
             "SELECT RELEASE_LOCK(CONCAT('lockmgr_migrate:', MD5(COALESCE(DATABASE(), '')))) AS value",
         )

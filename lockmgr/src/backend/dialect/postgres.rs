@@ -10,8 +10,10 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql, Values};
-use super::{first_row, load_flag, load_rows, LockConn, ReleaseRequest};
-use crate::backend::migrate::MigrationError;
+use super::{first_row, load_flag, load_rows, load_texts, LockConn, ReleaseRequest};
+use crate::backend::migrate::{self, MigrationError};
+use crate::backend::table::TableName;
+use crate::database_url::Backend;
 use crate::error::{Error, InTransaction, Result};
 use crate::model::LockRow;
 
@@ -60,7 +62,7 @@ struct PgTime {
 }
 
 /// The statements only PostgreSQL has.
-pub(super) fn own_statements(f: &Flavor, statements: &mut Statements) {
+pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statements {
     let (t, columns) = (&f.table, f.columns());
     // Flag the row only if it is not flagged yet: a waiter polling a held lock reads
     // it without rewriting it (and without a dead row version) each time.
@@ -90,6 +92,7 @@ pub(super) fn own_statements(f: &Flavor, statements: &mut Statements) {
                 f.now
             )),
     );
+    statements
 }
 
 impl LockConn for PgConnection {
@@ -152,12 +155,20 @@ impl LockConn for PgConnection {
             .map_err(Error::from)
     }
 
-    fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {
+    fn batch(&mut self, sql: &str) -> QueryResult<()> {
+        self.batch_execute(sql)
+    }
+
+    fn texts(&mut self, sql: &str) -> QueryResult<Vec<String>> {
+        load_texts(self, sql)
+    }
+
+    fn migrate(&mut self, table: &TableName) -> Result<Vec<String>, MigrationError> {
         // A transaction-scoped advisory lock: processes that open a fresh database at
         // the same moment migrate one after the other; the later ones find nothing to do.
         self.transaction(|conn| {
             conn.batch_execute("SELECT pg_advisory_xact_lock(7486352610973)")?;
-            crate::backend::migrate::run(conn, crate::backend::migrate::POSTGRES)
+            migrate::run(conn, Backend::Postgres, table)
         })
     }
 }

@@ -7,12 +7,15 @@
 //! for the write lock (`busy_timeout`) instead of failing with "database is locked".
 
 use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection;
 use diesel::sqlite::SqliteConnection;
 use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Bound;
-use super::{load_flag, load_naive_time, load_rows, LockConn, NaiveRow};
-use crate::backend::migrate::MigrationError;
+use super::{load_flag, load_naive_time, load_rows, load_texts, LockConn, NaiveRow};
+use crate::backend::migrate::{self, MigrationError};
+use crate::backend::table::TableName;
+use crate::database_url::Backend;
 use crate::error::{Error, InTransaction, Result};
 use crate::model::LockRow;
 
@@ -51,11 +54,17 @@ impl LockConn for SqliteConnection {
             .map_err(Error::from)
     }
 
-    fn migrate(&mut self) -> Result<Vec<String>, MigrationError> {
+    fn batch(&mut self, sql: &str) -> QueryResult<()> {
+        self.batch_execute(sql)
+    }
+
+    fn texts(&mut self, sql: &str) -> QueryResult<Vec<String>> {
+        load_texts(self, sql)
+    }
+
+    fn migrate(&mut self, table: &TableName) -> Result<Vec<String>, MigrationError> {
         // BEGIN IMMEDIATE: processes that open a fresh file at the same moment migrate
         // one after the other; the later ones find nothing to do.
-        self.immediate_transaction(|conn| {
-            crate::backend::migrate::run(conn, crate::backend::migrate::SQLITE)
-        })
+        self.immediate_transaction(|conn| migrate::run(conn, Backend::Sqlite, table))
     }
 }

@@ -199,6 +199,7 @@ pub(crate) struct Statements {
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) find_owned: Sql,
     /// PostgreSQL: the row of a name, flagged as waited for.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) find_waiting: Option<Sql>,
     /// Delete the row of a name.
     pub(crate) release_any: Sql,
@@ -207,6 +208,7 @@ pub(crate) struct Statements {
     /// See [`Flavor::keep_until_min_hold`].
     pub(crate) release_kept: Sql,
     /// PostgreSQL: keep or delete, in one statement; counts the rows either way.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) release_held: Option<Sql>,
     pub(crate) release_if_expired: Sql,
     pub(crate) is_locked: Sql,
@@ -232,7 +234,7 @@ impl Statements {
         };
         let renew_any = renew(&f);
         let renew_owned = f.owner_is(renew(&f)).text(&returning);
-        let mut statements = Statements {
+        let statements = Statements {
             acquire: upsert(&f),
             find: f.select_named(),
             find_owned: f.owner_is(f.select_named()),
@@ -271,12 +273,12 @@ impl Statements {
             renew_owned,
         };
         match backend {
-            Backend::Postgres => super::postgres::own_statements(&f, &mut statements),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => super::postgres::own_statements(&f, statements),
             #[cfg(feature = "mysql")]
-            Backend::Mysql => super::mysql::own_statements(&f, &mut statements),
-            _ => {}
+            Backend::Mysql => super::mysql::own_statements(&f, statements),
+            _ => statements,
         }
-        statements
     }
 }
 

@@ -70,6 +70,7 @@ impl Sql {
     }
 
     /// `other` appended.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn then(self, other: &Sql) -> Sql {
         other.pieces.iter().fold(self, |sql, piece| match piece {
             Piece::Text(text) => sql.text(text),
