@@ -33,6 +33,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use lockmgr::LockStore;
 
+pub mod cpu;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod pgbouncer;

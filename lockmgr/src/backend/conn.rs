@@ -578,7 +578,7 @@ fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 /// The TCP port a URL connects to (`default` when it names none); `None` when that
 /// cannot be told (several hosts, a malformed URL).
-fn server_port(target: &str, default: u16) -> Option<u16> {
+pub(super) fn server_port(target: &str, default: u16) -> Option<u16> {
     #[cfg(feature = "postgres")]
     if !target.contains("://") {
         return match conninfo_pairs(target).find(|(key, _)| key == "port") {

@@ -13,12 +13,21 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use diesel::connection::{Connection, SimpleConnection};
+use diesel::pg::PgConnection;
+
 use super::conn::{with_libpq_settings, PoolOptions};
+use super::table::quote;
+use super::watchdog::{self, Snapshot, Socket};
 use crate::database_url::{Backend, DatabaseUrl};
 use crate::error::{Error, Result};
 use crate::wakeup::WakeBoard;
 
-/// How often the listener thread drains notifications while someone waits.
+/// How long the listener waits on its socket at a time while someone waits.
+const WAIT_SLICE: Duration = Duration::from_secs(1);
+
+/// How often the listener drains notifications while someone waits, when its
+/// connection's socket could not be found to wait on.
 const LISTEN_POLL: Duration = Duration::from_millis(2);
 
 /// The listener closes its connection after this long without waiters.
@@ -63,8 +72,9 @@ pub(crate) fn listen_target(
 
 /// Start the PostgreSQL listener of `board` (once per board): a thread with its own
 /// connection to `url` that `LISTEN`s on `channel` and wakes the board for every
-/// notification. It polls only while someone in the process waits, reconnects after
-/// errors, and ends when the board is gone.
+/// notification. While someone in the process waits it sleeps on its connection's
+/// socket (`poll(2)`) until the server sends something; it reconnects after errors,
+/// and ends when the board is gone.
 pub(crate) fn spawn_pg_listener(board: &Arc<WakeBoard>, url: String, channel: String) {
     if !board.start_listening() {
         return;
@@ -78,11 +88,30 @@ pub(crate) fn spawn_pg_listener(board: &Arc<WakeBoard>, url: String, channel: St
     }
 }
 
-fn pg_listen(board: Weak<WakeBoard>, url: &str, channel: &str) {
-    use diesel::connection::{Connection, SimpleConnection};
-    use diesel::pg::PgConnection;
+/// The listener's connection, and our handle on its socket (when it could be told
+/// apart from the process's other sockets) to wait on.
+struct Listening {
+    conn: PgConnection,
+    socket: Option<Arc<Socket>>,
+}
 
-    let mut conn: Option<PgConnection> = None;
+/// Connect to `url` and `LISTEN` on `channel`, finding the connection's socket as the
+/// pool does (see [`super::watchdog`]).
+fn listen(url: &str, channel: &str) -> Result<Listening, String> {
+    let port = super::conn::server_port(url, 5432);
+    let serial = watchdog::serialize_connects(port);
+    let one_at_a_time = serial.lock().unwrap_or_else(|p| p.into_inner());
+    let snapshot = Snapshot::take(port);
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    let socket = snapshot.opened_socket();
+    drop(one_at_a_time);
+    conn.batch_execute(&format!("LISTEN {}", quote(channel, Backend::Postgres)))
+        .map_err(|e| e.to_string())?;
+    Ok(Listening { conn, socket })
+}
+
+fn pg_listen(board: Weak<WakeBoard>, url: &str, channel: &str) {
+    let mut listening: Option<Listening> = None;
     let mut retry_in = Duration::from_millis(50);
     let mut last_waiter = Instant::now();
     loop {
@@ -92,23 +121,16 @@ fn pg_listen(board: Weak<WakeBoard>, url: &str, channel: &str) {
             // board (the last store of this database dropped), and give the connection
             // back after a while without waiters.
             if last_waiter.elapsed() > IDLE_DISCONNECT {
-                conn = None;
+                listening = None;
             }
             board.idle_until_waiters(Duration::from_secs(1));
             continue;
         }
         last_waiter = Instant::now();
-        if conn.is_none() {
-            match PgConnection::establish(url).and_then(|mut c| {
-                c.batch_execute(&format!(
-                    "LISTEN {}",
-                    super::table::quote(channel, crate::Backend::Postgres)
-                ))
-                .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
-                Ok(c)
-            }) {
-                Ok(c) => {
-                    conn = Some(c);
+        if listening.is_none() {
+            match listen(url, channel) {
+                Ok(l) => {
+                    listening = Some(l);
                     retry_in = Duration::from_millis(50);
                 }
                 Err(err) => {
@@ -120,11 +142,11 @@ fn pg_listen(board: Weak<WakeBoard>, url: &str, channel: &str) {
                 }
             }
         }
-        let Some(c) = conn.as_mut() else {
+        let Some(l) = listening.as_mut() else {
             continue;
         };
         let mut lost = false;
-        for note in c.notifications_iter() {
+        for note in l.conn.notifications_iter() {
             match note {
                 Ok(note) => board.wake(&note.payload),
                 Err(err) => {
@@ -134,10 +156,19 @@ fn pg_listen(board: Weak<WakeBoard>, url: &str, channel: &str) {
                 }
             }
         }
-        if lost {
-            conn = None;
-        }
         drop(board);
-        std::thread::sleep(LISTEN_POLL);
+        if lost {
+            listening = None;
+            continue;
+        }
+        // Everything received is handled: sleep until the server sends more (a
+        // notification, or the connection's end), or a while has passed (to notice
+        // the last waiter leaving).
+        match &l.socket {
+            Some(socket) => {
+                socket.wait_readable(WAIT_SLICE);
+            }
+            None => std::thread::sleep(LISTEN_POLL),
+        }
     }
 }
