@@ -732,6 +732,60 @@ fn migrate_says_what_it_did(db: &TestDb) {
     db.store().get_lock("works", None).unwrap();
 }
 
+fn migrate_print_prints_the_sql_and_applies_nothing(db: &TestDb) {
+    let printed = ok(lockmgr(db).args(["--table", "cli_printed", "migrate", "--print"]));
+    let expected = LockStore::builder(db.url())
+        .table("cli_printed")
+        .migration_sql()
+        .unwrap();
+    assert_eq!(printed, expected);
+    assert!(printed.contains("CREATE TABLE"), "{printed}");
+    let default = ok(lockmgr(db).args(["migrate", "--print"]));
+    assert!(default.contains("lockmgr_lock"), "{default}");
+    // Applied nowhere: neither table exists.
+    for table in ["cli_printed", lockmgr::DEFAULT_TABLE] {
+        let store = LockStore::builder(db.url())
+            .table(table)
+            .migrate(false)
+            .open()
+            .unwrap();
+        assert!(store.list_locks().is_err(), "{table} exists");
+    }
+}
+
+fn table_option_picks_the_table(db: &TestDb) {
+    let out = ok(lockmgr(db).args(["--table", "cli_other", "migrate"]));
+    assert!(out.contains("The lock table cli_other is ready."), "{out}");
+    ok(lockmgr(db).args(["set-lock", "--table", "cli_other", "a"]));
+    let other = LockStore::builder(db.url())
+        .table("cli_other")
+        .open()
+        .unwrap();
+    assert_eq!(locked_names(&other), ["a"]);
+    assert!(locked_names(&db.store()).is_empty());
+    line_of(
+        &ok(lockmgr(db).args(["--table", "cli_other", "list-locks"])),
+        "a",
+    );
+    fails(
+        lockmgr(db).args(["--table", "Other-Locks", "list-locks"]),
+        1,
+        "invalid lock table name \"Other-Locks\"",
+    );
+}
+
+fn a_foreign_table_is_named_with_the_way_out(db: &TestDb) {
+    db.execute(
+        "CREATE TABLE lockmgr_lock (id INTEGER PRIMARY KEY, name VARCHAR(255) NOT NULL, \
+         locked_by VARCHAR(100) NOT NULL, lock_process INTEGER, locked_until VARCHAR(40))",
+    );
+    for args in [vec!["list-locks"], vec!["migrate"]] {
+        let (err, _) = fails(lockmgr(db).args(&args), 1, "is not lockmgr's");
+        assert!(err.contains("--table NAME"), "{err}");
+    }
+    ok(lockmgr(db).args(["--table", "own_locks", "set-lock", "a"]));
+}
+
 fn quiet_prints_only_what_was_asked(db: &TestDb) {
     let store = db.store();
     assert_eq!(ok(lockmgr(db).args(["-q", "set-lock", "a", "b"])), "");
@@ -769,6 +823,9 @@ testkit::backend_tests!(
     reset_locks_with_nothing_to_delete,
     reset_locks_deletes_only_what_it_showed,
     migrate_says_what_it_did,
+    migrate_print_prints_the_sql_and_applies_nothing,
+    table_option_picks_the_table,
+    a_foreign_table_is_named_with_the_way_out,
     quiet_prints_only_what_was_asked,
     declared_locks_are_listed,
     declared_cron_jobs_show_their_keys,

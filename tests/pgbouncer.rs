@@ -146,7 +146,7 @@ fn race_through(url: &str, direct: &str) {
     assert_eq!(
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM __diesel_schema_migrations WHERE version NOT LIKE '2026%'"
+            "SELECT count(*) AS n FROM lockmgr_lock_migrations WHERE version NOT LIKE '2026%'"
         ),
         0,
         "something other than a migration was written into the migrations ledger"
@@ -304,7 +304,7 @@ fn migrations_through_the_transaction_pool() {
     assert_eq!(
         count(
             &mut conn,
-            "SELECT count(*) AS n FROM __diesel_schema_migrations"
+            "SELECT count(*) AS n FROM lockmgr_lock_migrations"
         ),
         1
     );

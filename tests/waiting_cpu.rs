@@ -2,8 +2,9 @@
 //! `/proc/self/stat`) stays a small fraction of the time it waits. Alone in its test
 //! binary, since it measures the CPU of the whole process.
 //!
-//! SQLite for now; a PostgreSQL case is one more line in `waiting_uses_little_cpu`'s
-//! callers once its waiters listen instead of polling.
+//! SQLite here (its waiters poll, with backoff); PostgreSQL's waiters sleep until the
+//! listener's socket wakes them, measured in a child process in
+//! `tests/waiting_cpu_postgres.rs`.
 
 use std::time::Duration;
 

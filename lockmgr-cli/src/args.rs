@@ -5,7 +5,8 @@ use clap::{Args, Parser, Subcommand};
 
 /// See and manage the named, expiring locks of lockmgr.
 ///
-/// Locks are rows of the table `lockmgr_lock` in a database: PostgreSQL to share them
+/// Locks are rows of a table (`lockmgr_lock` unless --table names another) in a
+/// database: PostgreSQL to share them
 /// between hosts, or a SQLite file for one host. The table is created on first use.
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +29,14 @@ pub struct Cli {
     /// never printed.
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// The table holding the locks [default: lockmgr_lock]
+    ///
+    /// A plain name (lowercase letters, digits and _), optionally as schema.table. Use
+    /// the one the application's stores use; give lockmgr a table of its own when the
+    /// database already has a lockmgr_lock that is not lockmgr's (django-lockmgr's).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub table: Option<String>,
 
     /// Print only what was asked for: no status rows, summaries or progress messages
     ///
@@ -88,8 +97,18 @@ pub enum Command {
     ///
     /// Every other command also does this on first use; run it on its own to prepare a
     /// database, e.g. as the table's owner when the application's role may not create
-    /// tables.
-    Migrate,
+    /// tables. lockmgr records what it ran in a table of its own, TABLE_migrations.
+    Migrate(MigrateArgs),
+}
+
+/// Options of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Print the SQL that creates the table on the database's backend (with --table,
+    /// that table), and apply it nowhere: for an application that keeps the lock
+    /// table in its own migrations. No connection is made.
+    #[arg(long)]
+    pub print: bool,
 }
 
 /// Options of the listing commands.

@@ -3,10 +3,10 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
-use crate::args::{ClearLockArgs, Command, ListArgs, ResetLocksArgs, SetLockArgs};
+use crate::args::{ClearLockArgs, Command, ListArgs, MigrateArgs, ResetLocksArgs, SetLockArgs};
 use crate::output::{self, plural, DeclaredJson, LockJson, Table};
 use crate::{EXIT_ERROR, EXIT_LOCK_FAIL};
-use lockmgr::{declared_locks, validate_name, Error, LockStore, SetLockOptions};
+use lockmgr::{declared_locks, validate_name, Error, LockStore, LockStoreBuilder, SetLockOptions};
 
 /// Why a command did not succeed.
 #[derive(Debug)]
@@ -57,10 +57,11 @@ fn with_hint(err: &Error) -> String {
     let message = err.to_string();
     let hint = match err {
         Error::Database(_) if message.contains("permission denied") => {
-            "the database role needs SELECT, INSERT, UPDATE and DELETE on the table \
-             lockmgr_lock, and USAGE on the sequence lockmgr_lock_fence_seq"
+            "the database role needs SELECT, INSERT, UPDATE and DELETE on the lock table \
+             (lockmgr_lock unless --table names another), and USAGE on its sequence \
+             <table>_fence_seq"
         }
-        Error::Database(_) if message.contains("lockmgr_lock") => {
+        Error::Database(_) if message.contains("lock") && message.contains("exist") => {
             "is the table there? `lockmgr migrate`, run as a role that may create tables, \
              creates it"
         }
@@ -83,6 +84,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) echo_newline: bool,
     /// The database URL as given (never printed: the store shows it masked).
     pub(crate) url: String,
+    /// The lock table, when not the default.
+    pub(crate) table: Option<String>,
     /// Whether `url` is the fallback: no URL given, none in the environment.
     pub(crate) url_is_default: bool,
     /// The backend and location of the database once opened, as shown to people.
@@ -99,7 +102,7 @@ impl Ctx<'_> {
             Command::SetLock(args) => self.set_lock(args),
             Command::ClearLock(args) => self.clear_lock(args),
             Command::ResetLocks(args) => self.reset_locks(args),
-            Command::Migrate => self.migrate(),
+            Command::Migrate(args) => self.migrate(args),
         }
     }
 
@@ -110,7 +113,7 @@ impl Ctx<'_> {
     /// migration check needs: then the command goes on with the table as it is, and if
     /// that does not work either, the statement's error says why.
     fn open(&self) -> Result<LockStore, Error> {
-        let builder = LockStore::builder(&self.url).pool_size(1);
+        let builder = self.builder();
         let store = match builder.clone().open() {
             Err(migration @ Error::Migration { .. }) => {
                 builder.migrate(false).open().map_err(|_| migration)
@@ -119,6 +122,16 @@ impl Ctx<'_> {
         }?;
         self.remember(&store);
         Ok(store)
+    }
+
+    /// The store's settings: the URL and table given, one connection (all a command
+    /// needs).
+    fn builder(&self) -> LockStoreBuilder {
+        let builder = LockStore::builder(&self.url).pool_size(1);
+        match &self.table {
+            Some(table) => builder.table(table),
+            None => builder,
+        }
     }
 
     /// Note which database this command reads, for [`database_line`](Ctx::database_line).
@@ -440,11 +453,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn migrate(&mut self) -> Outcome {
-        let store = LockStore::builder(&self.url)
-            .pool_size(1)
-            .migrate(false)
-            .open()?;
+    fn migrate(&mut self, args: &MigrateArgs) -> Outcome {
+        if args.print {
+            write!(self.out, "{}", self.builder().migration_sql()?)?;
+            return Ok(());
+        }
+        let store = self.builder().migrate(false).open()?;
         self.remember(&store);
         let applied = store.migrate()?;
         if self.quiet {
@@ -459,7 +473,7 @@ impl Ctx<'_> {
                 plural(applied.len(), "migration", "migrations"),
                 applied.join(", ")
             )?;
-            writeln!(self.out, "The lock table lockmgr_lock is ready.")?;
+            writeln!(self.out, "The lock table {} is ready.", store.table())?;
         }
         Ok(())
     }

@@ -54,7 +54,7 @@
 //! | `set-lock [-n] [-r] [-k] [-t SECS] [-e] NAME…` | create or renew locks |
 //! | `clear-lock [--if-expired] NAME…` | release locks by name |
 //! | `reset-locks [-f]` | delete every live lock after showing them and a `YES` |
-//! | `migrate` | create or upgrade the lock table |
+//! | `migrate [--print]` | create or upgrade the lock table; `--print`: only print its SQL |
 //!
 //! Exit status: [`EXIT_OK`], [`EXIT_ERROR`] (any error, or `reset-locks` not
 //! confirmed), [`EXIT_LOCK_FAIL`] (`set-lock --fail` met an existing lock). Errors are
@@ -72,7 +72,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 
 use clap::Parser;
 
-pub use args::{ClearLockArgs, Cli, Command, ListArgs, ResetLocksArgs, SetLockArgs};
+pub use args::{ClearLockArgs, Cli, Command, ListArgs, MigrateArgs, ResetLocksArgs, SetLockArgs};
 
 /// Exit status of a command that did what it was asked.
 pub const EXIT_OK: i32 = 0;
@@ -203,6 +203,7 @@ impl Cli {
             quiet: self.quiet,
             echo_newline,
             url: url.clone(),
+            table: self.table.clone(),
             url_is_default,
             database: std::cell::OnceCell::new(),
         };

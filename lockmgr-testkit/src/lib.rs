@@ -35,6 +35,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use lockmgr::LockStore;
 
+pub mod cpu;
 #[cfg(feature = "mysql")]
 mod mysql;
 mod pgbouncer;
@@ -518,5 +519,27 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl TestDb {
+    /// Run SQL statements on this database on a connection of its own, outside
+    /// lockmgr (a table made by hand, a row another program writes).
+    pub fn execute(&self, sql: &str) {
+        let done = match self.kind {
+            lockmgr::Backend::Postgres => {
+                PgConnection::establish(&self.url).map(|mut c| c.batch_execute(sql))
+            }
+            #[cfg(feature = "mysql")]
+            lockmgr::Backend::Mysql => {
+                diesel::MysqlConnection::establish(&self.url).map(|mut c| c.batch_execute(sql))
+            }
+            _ => diesel::SqliteConnection::establish(&self.url).map(|mut c| c.batch_execute(sql)),
+        };
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => panic!("{sql}: {err}"),
+            Err(err) => panic!("connecting to {}: {err}", self.url),
+        }
     }
 }

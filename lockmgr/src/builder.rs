@@ -48,6 +48,14 @@ pub struct LockMgr {
     min_hold: Option<Duration>,
 }
 
+impl LockStore {
+    /// A builder for a guarded acquisition of `name` (expiry, waiting, extra locks);
+    /// see [`LockMgr`].
+    pub fn lock_mgr(&self, name: impl Into<String>) -> LockMgr {
+        LockMgr::new(self.clone(), name.into())
+    }
+}
+
 impl LockMgr {
     pub(crate) fn new(store: LockStore, name: String) -> Self {
         LockMgr {

@@ -131,8 +131,21 @@ impl DatabaseUrl {
     /// Parse a database URL:
     /// `postgres://…` / `postgresql://…` or a libpq `key=value` string, `mysql://…`
     /// (or `mariadb://…`), `sqlite://PATH[?PARAMS]`, `sqlite::memory:`, a `file:` URI,
-    /// or a plain path.
+    /// or a plain path. A URL of a backend this build does not have (see the cargo
+    /// features) is refused.
     pub(crate) fn parse(raw: &str) -> Result<DatabaseUrl> {
+        let url = DatabaseUrl::parse_any(raw)?;
+        if !built_in(url.backend) {
+            return Err(Error::InvalidUrl {
+                url: url.masked,
+                reason: not_built_in(url.backend),
+            });
+        }
+        Ok(url)
+    }
+
+    /// [`parse`](DatabaseUrl::parse), whichever backends are built in.
+    fn parse_any(raw: &str) -> Result<DatabaseUrl> {
         let masked = mask_password(raw);
         let secrets = secrets_of(raw);
         let invalid = |reason: &str| Error::InvalidUrl {
@@ -305,12 +318,26 @@ fn parse_mysql(trimmed: &str, invalid: &dyn Fn(&str) -> Error) -> Result<String>
             "a MySQL URL needs a database name: mysql://user:password@host/DATABASE",
         ));
     }
-    if !cfg!(feature = "mysql") {
-        return Err(invalid(
-            "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature",
-        ));
-    }
     Ok(target)
+}
+
+/// Whether this build of lockmgr has `backend` (its cargo feature).
+pub(crate) fn built_in(backend: Backend) -> bool {
+    match backend {
+        Backend::Postgres => cfg!(feature = "postgres"),
+        Backend::Sqlite => cfg!(feature = "sqlite"),
+        Backend::Mysql => cfg!(feature = "mysql"),
+    }
+}
+
+/// Why a URL of `backend` cannot be opened by a build without it.
+pub(crate) fn not_built_in(backend: Backend) -> String {
+    let name = match backend {
+        Backend::Postgres => "PostgreSQL",
+        Backend::Sqlite => "SQLite",
+        Backend::Mysql => "MySQL",
+    };
+    format!("this build of lockmgr has no {name} support: enable its `{backend}` cargo feature")
 }
 
 /// Remove the `pgbouncer` parameter from a PostgreSQL URL (libpq refuses parameters

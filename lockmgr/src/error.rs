@@ -70,6 +70,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// A lock table name that is not a plain identifier (lowercase letters, digits and
+    /// `_`, not starting with a digit), optionally as `schema.table`; see
+    /// [`LockStoreBuilder::table`](crate::LockStoreBuilder::table).
+    #[error("invalid lock table name {name:?}: {reason}")]
+    InvalidTable {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The lock table's name is taken by a table lockmgr did not create, such as
+    /// django-lockmgr's `lockmgr_lock`: lockmgr needs a table of its own, named with
+    /// [`LockStoreBuilder::table`](crate::LockStoreBuilder::table) (the CLI's
+    /// `--table`). Nothing was changed.
+    #[error(
+        "the table {table} at {url} is not lockmgr's: {reason}. Give lockmgr a table of its \
+         own: LockStoreBuilder::table(\"…\") in code, --table NAME on the lockmgr command line"
+    )]
+    TableConflict {
+        /// The URL with any password masked.
+        url: String,
+        /// The table name.
+        table: String,
+        /// What was found there.
+        reason: String,
+    },
+
     /// The database could not be reached or opened.
     #[error("cannot connect to {url}: {message}")]
     Connection {

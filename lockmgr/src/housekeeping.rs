@@ -1,5 +1,6 @@
 //! What a store does on its own, off the lock path: removing expired rows now and
-//! then, and keeping an estimate of the database clock for `once_per` ticks.
+//! then, and keeping an estimate of the database clock for `once_per` ticks. A leaf:
+//! the store hands it the work to schedule.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::Result;
-use crate::store::LockStore;
 
 /// Rows deleted by one statement of a background clean.
 pub(crate) const CLEAN_BATCH: i64 = 500;
@@ -57,30 +57,20 @@ impl Cleaner {
             .is_ok()
             && !self.running.swap(true, Ordering::AcqRel)
     }
+
+    /// The clean that [`due`](Cleaner::due) started is over.
+    pub(crate) fn finished(&self) {
+        self.running.store(false, Ordering::Release);
+    }
 }
 
-/// Remove expired rows in batches on the blocking pool, so that the acquisition that
-/// found the clean due does not wait for it.
-pub(crate) fn clean_in_background(store: LockStore) {
-    crate::async_support::spawn_detached(move || {
-        let cleaned = clean_batches(&store);
-        store.cleaner().running.store(false, Ordering::Release);
-        match cleaned {
-            Ok(0) => {}
-            Ok(rows) => tracing::debug!(rows, "lockmgr: removed expired locks"),
-            Err(err) => {
-                tracing::debug!(error = %err, "lockmgr: removing expired locks failed");
-            }
-        }
-    });
-}
-
-/// Delete expired rows, a batch at a time, until fewer than a batch are left (or the
-/// cap is reached); how many went.
-pub(crate) fn clean_batches(store: &LockStore) -> Result<usize> {
+/// Delete expired rows with `clean_batch` (at most the given number of rows per
+/// call; how many went), until fewer than a batch are left (or the cap is reached);
+/// how many went in all.
+pub(crate) fn clean_batches(mut clean_batch: impl FnMut(i64) -> Result<usize>) -> Result<usize> {
     let mut total = 0;
     for _ in 0..CLEAN_BATCHES {
-        let cleaned = store.clean_batch(CLEAN_BATCH)?;
+        let cleaned = clean_batch(CLEAN_BATCH)?;
         total += cleaned;
         if (cleaned as i64) < CLEAN_BATCH {
             break;

@@ -12,6 +12,9 @@
 //!   [`LockStoreBuilder::listen_url`] for prompt wake-ups there).
 //! - **MySQL / MariaDB** (`mysql://…`, with the `mysql` cargo feature) is one too.
 //!
+//! The locks live in the table `lockmgr_lock` unless [`LockStoreBuilder::table`] names
+//! another; lockmgr creates it on first use and keeps its own ledger of migrations.
+//!
 //! ## Quick start
 //!
 //! Most jobs only need the attribute: every call of a [`#[locked]`](locked) function
@@ -103,6 +106,14 @@
 //!
 //! ## Cargo features
 //!
+//! - `sqlite` (default): the SQLite backend; SQLite is bundled.
+//! - `postgres` (default): the PostgreSQL backend; links libpq.
+//! - `mysql`: the MySQL / MariaDB backend; links the MySQL client library.
+//!
+//! At least one backend is needed; with `default-features = false, features =
+//! ["sqlite"]` nothing but SQLite is linked. A URL of a backend left out is refused
+//! with [`Error::InvalidUrl`] when a store opens.
+//!
 //! - `tokio`: async acquisition ([`LockMgr::acquire_async`], `#[locked] async fn`
 //!   with `wait`) and release ([`LockGuard::unlock_async`]) sleep with tokio's timer
 //!   and run their database calls on tokio's blocking pool, and a guard dropped on a
@@ -161,11 +172,15 @@
     warn(clippy::expect_used, clippy::unwrap_used, clippy::panic)
 )]
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "lockmgr needs at least one backend: enable its `sqlite`, `postgres` or `mysql` feature"
+);
+
 mod async_support;
+mod backend;
 mod builder;
-mod conn;
 mod database_url;
-mod dialect;
 mod error;
 mod events;
 mod global;
@@ -173,11 +188,9 @@ mod guard;
 mod housekeeping;
 mod keepalive;
 mod macro_support;
-mod migrate;
 mod model;
 mod name;
 mod options;
-mod pooler;
 mod registry;
 mod runtime_check;
 mod scheduler;
@@ -188,10 +201,9 @@ mod test_support;
 mod ticks;
 mod wait;
 mod wakeup;
-mod watchdog;
 
+pub use backend::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, DEFAULT_TABLE};
 pub use builder::{LockMgr, DEFAULT_EXPIRES};
-pub use conn::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH,
     LOCKMGR_DATABASE_URL, LOCKMGR_LISTEN_URL, PGBOUNCER_PARAM,

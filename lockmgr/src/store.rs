@@ -4,15 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::builder::LockMgr;
-use crate::conn::{link_lost, Checkout, Pool, PoolOptions};
+use crate::backend::{
+    self, expiry_micros, link_lost, AcquireRequest, Checkout, Pool, PoolOptions, ReleaseRequest,
+    RenewRequest, Session, TableName,
+};
 use crate::database_url::{
     Backend, DatabaseUrl, DATABASE_URL, DEFAULT_SQLITE_PATH, LOCKMGR_DATABASE_URL,
     LOCKMGR_LISTEN_URL,
 };
-use crate::dialect::{expiry_micros, AcquireRequest, LockConn, ReleaseRequest, RenewRequest};
 use crate::error::{DbResult, Error, Result};
 use crate::events;
+use crate::housekeeping::{clean_batches, Cleaner, ClockOffset};
 use crate::model::{Lock, LockRow};
 use crate::name::validate_name;
 use crate::options::{RenewOptions, SetLockOptions};
@@ -55,6 +57,8 @@ impl std::panic::RefUnwindSafe for LockStore {}
 
 struct Inner {
     url: DatabaseUrl,
+    /// The lock table.
+    table: TableName,
     pool: Pool,
     options: PoolOptions,
     locked_by: String,
@@ -63,9 +67,9 @@ struct Inner {
     /// The longest sleep of a waiter between tries.
     poll_cap: Duration,
     /// The database clock's offset from this host's, for `once_per` ticks.
-    clock: crate::housekeeping::ClockOffset,
+    clock: ClockOffset,
     /// When expired rows are next removed in the background.
-    cleaner: crate::housekeeping::Cleaner,
+    cleaner: Cleaner,
     /// PostgreSQL: where the release listener connects (`LISTEN` needs a session of
     /// its own); `None`: no listener, waiters poll.
     listen_target: Option<String>,
@@ -150,6 +154,7 @@ pub struct LockStoreBuilder {
     poll_cap: Option<Duration>,
     auto_clean: Option<Duration>,
     listen_url: Option<String>,
+    table: Option<String>,
 }
 
 impl fmt::Debug for LockStoreBuilder {
@@ -160,6 +165,7 @@ impl fmt::Debug for LockStoreBuilder {
             .field("options", &self.options)
             .field("locked_by", &self.locked_by)
             .field("migrate", &self.migrate)
+            .field("table", &self.table)
             .finish_non_exhaustive()
     }
 }
@@ -274,24 +280,85 @@ impl LockStoreBuilder {
         self
     }
 
+    /// The table that holds the locks (default [`DEFAULT_TABLE`](crate::DEFAULT_TABLE),
+    /// `lockmgr_lock`): a plain identifier — lowercase ASCII letters, digits and `_`,
+    /// not starting with a digit, at most 48 bytes — optionally qualified as
+    /// `schema.table`. Anything else makes [`open`](LockStoreBuilder::open) fail with
+    /// [`Error::InvalidTable`].
+    ///
+    /// Give lockmgr a table of its own when the database already has a table of the
+    /// default name that is not lockmgr's (django-lockmgr's `lockmgr_lock`; opening
+    /// then fails with [`Error::TableConflict`]), or to keep several independent sets
+    /// of locks in one database. The names lockmgr's migration creates next to the
+    /// table derive from it: `<table>_fence_seq` (PostgreSQL), `<table>_fence`
+    /// (SQLite and MySQL), `<table>_migrations` (the ledger of its migrations), and
+    /// the PostgreSQL `NOTIFY` channel `<table>_release`. Every process using the
+    /// locks must name the same table.
+    ///
+    /// ```
+    /// # fn main() -> lockmgr::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = dir.path().join("app.sqlite3").to_str().unwrap().to_string();
+    /// let store = lockmgr::LockStore::builder(&url).table("job_locks").open()?;
+    /// assert_eq!(store.table(), "job_locks");
+    /// assert!(lockmgr::LockStore::builder(&url).table("job-locks").open().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn table(mut self, name: impl Into<String>) -> Self {
+        self.table = Some(name.into());
+        self
+    }
+
+    /// The SQL that creates this store's table (and the ledger of its migrations,
+    /// recorded as applied) on an empty database of the URL's backend, without
+    /// connecting: for an application that keeps the lock table in its own
+    /// migrations, then opens the store with [`migrate(false)`](LockStoreBuilder::migrate)
+    /// (or not: a store finds nothing to migrate there). `lockmgr migrate --print`
+    /// prints it.
+    ///
+    /// ```
+    /// let sql = lockmgr::LockStore::builder("postgres://app@db/app")
+    ///     .table("ops.locks")
+    ///     .migration_sql()?;
+    /// assert!(sql.contains("CREATE TABLE \"ops\".\"locks\""));
+    /// # Ok::<(), lockmgr::Error>(())
+    /// ```
+    pub fn migration_sql(&self) -> Result<String> {
+        let url = DatabaseUrl::parse(&self.url)?;
+        Ok(backend::migration_script(url.backend, &self.table_name()?))
+    }
+
+    /// The table name, checked.
+    fn table_name(&self) -> Result<TableName> {
+        match &self.table {
+            None => Ok(TableName::default()),
+            Some(name) => TableName::parse(name).map_err(|reason| Error::InvalidTable {
+                name: name.clone(),
+                reason,
+            }),
+        }
+    }
+
     /// Connect (failing now if the database cannot be reached), create or upgrade the
     /// table, and return the store.
     pub fn open(self) -> Result<LockStore> {
+        let table = self.table_name()?;
         let mut url = DatabaseUrl::parse(&self.url)?;
-        crate::conn::resolve_pooler(&mut url, &self.options)?;
+        backend::resolve_pooler(&mut url, &self.options)?;
         // The listener's connection is bounded like the store's own (connect timeout,
         // TCP keepalives); it blocks nobody, but must not hang forever either.
-        let listen_target = listen_target(&url, self.listen_url.as_deref())?
-            .map(|target| crate::conn::with_libpq_settings(&target, self.options.connect_timeout));
-        let (pool, applied) = Pool::open(&url, &self.options, self.migrate)?;
+        let listen_target =
+            backend::listen_target(&url, self.listen_url.as_deref(), &self.options)?;
+        let (pool, applied) = Pool::open(&url, &self.options, &table, self.migrate)?;
         if !applied.is_empty() {
             tracing::info!(url = %url.masked, ?applied, "lockmgr: applied migrations");
         }
         let locked_by = self.locked_by.unwrap_or_else(default_locked_by);
-        let board = WakeBoard::for_database(&format!("{}:{}", url.backend, url.target));
+        // Lock names are per table: so are wake-ups.
+        let board = WakeBoard::for_database(&format!("{}:{}:{table}", url.backend, url.target));
         let poll_cap = self
             .poll_cap
-            .unwrap_or_else(|| crate::wait::default_poll_cap(url.backend, listen_target.is_some()));
+            .unwrap_or_else(|| backend::default_poll_cap(url.backend, listen_target.is_some()));
         if url.pooled() && listen_target.is_none() {
             tracing::info!(
                 url = %url.masked,
@@ -302,13 +369,14 @@ impl LockStoreBuilder {
         Ok(LockStore {
             inner: Arc::new(Inner {
                 url,
+                table,
                 pool,
                 options: self.options,
                 locked_by,
                 board,
                 poll_cap,
-                clock: crate::housekeeping::ClockOffset::default(),
-                cleaner: crate::housekeeping::Cleaner::new(self.auto_clean),
+                clock: ClockOffset::default(),
+                cleaner: Cleaner::new(self.auto_clean),
                 listen_target,
             }),
         })
@@ -319,32 +387,6 @@ impl LockStoreBuilder {
 /// that an expired row is gone within about a minute; see
 /// [`LockStoreBuilder::auto_clean`].
 pub const DEFAULT_AUTO_CLEAN: Duration = Duration::from_secs(30);
-
-/// Where a PostgreSQL store's release listener connects: the listen URL when one is
-/// given, else the store's own URL unless that goes through a transaction pooler.
-fn listen_target(url: &DatabaseUrl, listen_url: Option<&str>) -> Result<Option<String>> {
-    if url.backend != Backend::Postgres {
-        return Ok(None);
-    }
-    let Some(raw) = listen_url.filter(|raw| !raw.trim().is_empty()) else {
-        return Ok((!url.pooled()).then(|| url.target.clone()));
-    };
-    let listen = DatabaseUrl::parse(raw)?;
-    let refuse = |reason: &str| Error::InvalidUrl {
-        url: listen.masked.clone(),
-        reason: format!("as a listen URL: {reason}"),
-    };
-    if listen.backend != Backend::Postgres {
-        return Err(refuse("it must be a PostgreSQL URL"));
-    }
-    if listen.pooled() {
-        return Err(refuse(
-            "LISTEN needs a session of its own, which a transaction pooler \
-             (pgbouncer=true) does not give; use a direct URL",
-        ));
-    }
-    Ok(Some(listen.target))
-}
 
 /// The host name, which is what `locked_by` says unless told otherwise.
 pub(crate) fn default_locked_by() -> String {
@@ -391,8 +433,8 @@ impl LockStore {
             migrate: true,
             poll_cap: None,
             auto_clean: Some(DEFAULT_AUTO_CLEAN),
-
             listen_url: None,
+            table: None,
         }
     }
 
@@ -457,6 +499,12 @@ impl LockStore {
         }
     }
 
+    /// The table holding the locks (`schema.table` when qualified); see
+    /// [`LockStoreBuilder::table`].
+    pub fn table(&self) -> String {
+        self.inner.table.to_string()
+    }
+
     /// The `locked_by` this store writes on the locks it takes.
     pub fn locked_by(&self) -> &str {
         &self.inner.locked_by
@@ -467,8 +515,8 @@ impl LockStore {
     pub fn migrate(&self) -> Result<Vec<String>> {
         let url = &self.inner.url;
         self.with_conn(|conn| {
-            conn.migrate()
-                .map_err(|e| crate::conn::migration_error(url, &e.to_string()))
+            conn.migrate(&self.inner.table)
+                .map_err(|e| backend::migration_error(url, e))
         })
     }
 
@@ -744,12 +792,6 @@ impl LockStore {
         Ok(report)
     }
 
-    /// A builder for a guarded acquisition of `name` (expiry, waiting, extra locks);
-    /// see [`LockMgr`].
-    pub fn lock_mgr(&self, name: impl Into<String>) -> LockMgr {
-        LockMgr::new(self.clone(), name.into())
-    }
-
     /// One acquisition attempt: `Ok(Ok(lock))` when taken, `Ok(Err(holder))` when a live
     /// lock is in the way.
     pub(crate) fn acquire_once(
@@ -803,7 +845,7 @@ impl LockStore {
         }
         let outcome = events::failed("acquire", spec.name, outcome)?;
         if self.inner.cleaner.due() {
-            crate::housekeeping::clean_in_background(self.clone());
+            self.clean_in_background();
         }
         // The callers log the outcome, with how many tries it took.
         let now = Instant::now();
@@ -822,7 +864,11 @@ impl LockStore {
     /// on PostgreSQL this also makes sure the release listener runs, if it has one.
     pub(crate) fn wake_ticket(&self, name: &str) -> Ticket {
         if let Some(target) = &self.inner.listen_target {
-            crate::wakeup::spawn_pg_listener(&self.inner.board, target.clone());
+            backend::spawn_listener(
+                &self.inner.board,
+                target.clone(),
+                self.inner.table.channel(),
+            );
         }
         self.inner.board.ticket(name)
     }
@@ -839,8 +885,25 @@ impl LockStore {
             .now(|| self.with_conn(|conn| conn.database_now().db()))
     }
 
+    /// Remove expired rows in batches on the blocking pool, so that the acquisition
+    /// that found the clean due does not wait for it.
+    fn clean_in_background(&self) {
+        let store = self.clone();
+        crate::async_support::spawn_detached(move || {
+            let cleaned = clean_batches(|limit| store.clean_batch(limit));
+            store.inner.cleaner.finished();
+            match cleaned {
+                Ok(0) => {}
+                Ok(rows) => tracing::debug!(rows, "lockmgr: removed expired locks"),
+                Err(err) => {
+                    tracing::debug!(error = %err, "lockmgr: removing expired locks failed");
+                }
+            }
+        });
+    }
+
     /// Delete up to `limit` expired rows; how many went. Waiters are woken when any did.
-    pub(crate) fn clean_batch(&self, limit: i64) -> Result<usize> {
+    fn clean_batch(&self, limit: i64) -> Result<usize> {
         let cleaned = self.with_conn(|conn| conn.clean_expired_batch(limit).db())?;
         if cleaned > 0 {
             self.inner.board.wake_all();
@@ -848,12 +911,7 @@ impl LockStore {
         Ok(cleaned)
     }
 
-    /// The store's auto-clean schedule.
-    pub(crate) fn cleaner(&self) -> &crate::housekeeping::Cleaner {
-        &self.inner.cleaner
-    }
-
-    fn with_conn<R>(&self, f: impl FnOnce(&mut dyn LockConn) -> Result<R>) -> Result<R> {
+    fn with_conn<R>(&self, f: impl FnOnce(&mut Session<'_>) -> Result<R>) -> Result<R> {
         let inner = &self.inner;
         inner
             .pool
@@ -866,7 +924,7 @@ impl LockStore {
     fn with_conn_again<R>(
         &self,
         again: Again,
-        mut f: impl FnMut(&mut dyn LockConn) -> Result<R>,
+        mut f: impl FnMut(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
         let inner = &self.inner;
         // A connection that is gone, or did not answer when `timeouts` allows; when
@@ -1045,7 +1103,7 @@ pub(crate) fn locked_error(holder: &Lock) -> Error {
 
 /// One name of a `set_lock` call, inside its transaction.
 fn set_one(
-    conn: &mut dyn LockConn,
+    conn: &mut Session<'_>,
     name: &str,
     locked_by: &str,
     lock_process: Option<i64>,

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::database_url::Backend;
 use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
@@ -11,19 +10,6 @@ use crate::store::{locked_error, LockStore};
 use crate::wakeup::Ticket;
 
 const FIRST: Duration = Duration::from_millis(5);
-
-/// The default longest sleep between tries. Where releases are announced across
-/// processes (PostgreSQL `NOTIFY`, to a store with a listener), polling is only a
-/// fallback; elsewhere it is how a waiter in another process learns of a release, so
-/// it stays short. PostgreSQL without a listener (behind a transaction pooler) polls
-/// over the network: a little longer than SQLite's local file.
-pub(crate) fn default_poll_cap(backend: Backend, listening: bool) -> Duration {
-    match backend {
-        Backend::Postgres if listening => Duration::from_millis(250),
-        Backend::Postgres => Duration::from_millis(50),
-        _ => Duration::from_millis(30),
-    }
-}
 
 /// How long past the end of its wait the last attempt of a waiting acquisition may
 /// take.

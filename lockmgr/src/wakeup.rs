@@ -7,15 +7,13 @@
 //!
 //! Releases reach the board two ways:
 //! - from this process: the store wakes the board right after its release statement;
-//! - from other processes, on PostgreSQL only: deleting a row that a waiter has
-//!   flagged sends `NOTIFY lockmgr_release, '<name>'` (a trigger, in the deleting
-//!   transaction), and one
-//!   listener thread per database (a dedicated connection that `LISTEN`s) wakes the
-//!   board. `LISTEN` needs a server session of its own: behind a transaction pooler
-//!   the listener connects to the store's listen URL
-//!   ([`LockStoreBuilder::listen_url`](crate::LockStoreBuilder::listen_url)), and
-//!   without one there is no listener. Notifications are a hint: waiters also poll,
-//!   and wake when the holder's lock expires.
+//! - from other processes, on PostgreSQL only: the backend's release listener
+//!   (`backend/listener.rs`) wakes the board for every release another process
+//!   announces. Notifications are a hint: waiters also poll, and wake when the
+//!   holder's lock expires.
+//!
+//! This module is a leaf: it knows nothing of databases, and both the store and the
+//! acquisition layer use it.
 //!
 //! Waiters get no ordering guarantee: everyone woken retries, and whoever's insert
 //! lands first wins.
@@ -26,15 +24,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
-
-/// The `LISTEN`/`NOTIFY` channel of lockmgr releases on PostgreSQL.
-pub(crate) const CHANNEL: &str = "lockmgr_release";
-
-/// How often the listener thread drains notifications while someone waits.
-const LISTEN_POLL: Duration = Duration::from_millis(2);
-
-/// The listener closes its connection after this long without waiters.
-const IDLE_DISCONNECT: Duration = Duration::from_secs(30);
 
 /// The wake-ups of one database in this process: one [`Event`] per lock name that
 /// someone waits for, so a release wakes only that name's waiters.
@@ -55,6 +44,7 @@ struct BoardState {
     names: HashMap<String, (Arc<NameEvent>, usize)>,
     /// Tickets out, over all names (the listener only listens while this is not zero).
     waiting: usize,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// A PostgreSQL listener thread runs for this board.
     listening: bool,
 }
@@ -130,25 +120,29 @@ impl WakeBoard {
         events.iter().for_each(|event| event.release());
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Whether someone in this process waits for any lock of this database.
-    fn has_waiters(&self) -> bool {
+    pub(crate) fn has_waiters(&self) -> bool {
         lock(&self.state).waiting > 0
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Block the listener thread until someone waits (or `timeout` passes).
-    fn idle_until_waiters(&self, timeout: Duration) {
+    pub(crate) fn idle_until_waiters(&self, timeout: Duration) {
         let listener = self.waiters_arrived.listen();
         if !self.has_waiters() {
             let _ = listener.wait_timeout(timeout);
         }
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
     /// Mark that a listener runs; false if one already does.
     pub(crate) fn start_listening(&self) -> bool {
         !std::mem::replace(&mut lock(&self.state).listening, true)
     }
 
-    fn stop_listening(&self) {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // for the release listener
+    pub(crate) fn stop_listening(&self) {
         lock(&self.state).listening = false;
     }
 }
@@ -223,84 +217,6 @@ impl Drop for Ticket {
                 state.names.remove(&self.name);
             }
         }
-    }
-}
-
-/// Start the PostgreSQL listener of `board` (once per board): a thread with its own
-/// connection to `url` that `LISTEN`s on [`CHANNEL`] and wakes the board for every
-/// notification. It polls only while someone in the process waits, reconnects after
-/// errors, and ends when the board is gone.
-pub(crate) fn spawn_pg_listener(board: &Arc<WakeBoard>, url: String) {
-    if !board.start_listening() {
-        return;
-    }
-    let weak = Arc::downgrade(board);
-    let spawned = std::thread::Builder::new()
-        .name("lockmgr-listen".into())
-        .spawn(move || pg_listen(weak, &url));
-    if spawned.is_err() {
-        board.stop_listening(); // waiters still poll
-    }
-}
-
-fn pg_listen(board: Weak<WakeBoard>, url: &str) {
-    use diesel::connection::{Connection, SimpleConnection};
-    use diesel::pg::PgConnection;
-
-    let mut conn: Option<PgConnection> = None;
-    let mut retry_in = Duration::from_millis(50);
-    let mut last_waiter = Instant::now();
-    loop {
-        let Some(board) = board.upgrade() else { return };
-        if !board.has_waiters() {
-            // Nobody waits: sleep, but come back now and then to notice the end of the
-            // board (the last store of this database dropped), and give the connection
-            // back after a while without waiters.
-            if last_waiter.elapsed() > IDLE_DISCONNECT {
-                conn = None;
-            }
-            board.idle_until_waiters(Duration::from_secs(1));
-            continue;
-        }
-        last_waiter = Instant::now();
-        if conn.is_none() {
-            match PgConnection::establish(url).and_then(|mut c| {
-                c.batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
-                Ok(c)
-            }) {
-                Ok(c) => {
-                    conn = Some(c);
-                    retry_in = Duration::from_millis(50);
-                }
-                Err(err) => {
-                    tracing::debug!(error = %err, "lockmgr: release listener cannot connect; waiters poll");
-                    drop(board);
-                    std::thread::sleep(retry_in);
-                    retry_in = (retry_in * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else {
-            continue;
-        };
-        let mut lost = false;
-        for note in c.notifications_iter() {
-            match note {
-                Ok(note) => board.wake(&note.payload),
-                Err(err) => {
-                    tracing::debug!(error = %err, "lockmgr: release listener lost its connection");
-                    lost = true;
-                    break;
-                }
-            }
-        }
-        if lost {
-            conn = None;
-        }
-        drop(board);
-        std::thread::sleep(LISTEN_POLL);
     }
 }
 

@@ -1,3 +1,3 @@
-DROP TRIGGER IF EXISTS lockmgr_lock_fence;
-DROP TABLE IF EXISTS lockmgr_lock;
-DROP TABLE IF EXISTS lockmgr_fence;
+DROP TRIGGER IF EXISTS {fence_trigger};
+DROP TABLE IF EXISTS {table};
+DROP TABLE IF EXISTS {fence_table};

@@ -1,5 +1,7 @@
--- lockmgr: one row per held lock. See lockmgr/src/dialect/mysql.rs for the
--- statements that read and write it. Written for MySQL 8 and MariaDB 10.3+;
+-- lockmgr: one row per held lock. See lockmgr/src/backend/dialect/ for the
+-- statements that read and write it. A template: lockmgr fills in each name in
+-- braces from the table name it is given (default lockmgr_lock), quoted;
+-- `lockmgr migrate --print` shows the result. Written for MySQL 8 and MariaDB 10.3+;
 -- the tests run it on MariaDB 10.11.
 --
 -- MySQL cannot roll DDL back, so a first run cut short (say, by a missing
@@ -13,13 +15,13 @@
 -- The last fence handed out. The trigger below moves it forward inside the
 -- acquiring statement and the row stays locked until that statement's
 -- transaction commits, so fences grow in the order acquisitions commit.
-CREATE TABLE IF NOT EXISTS lockmgr_fence (
+CREATE TABLE IF NOT EXISTS {fence_table} (
     id    TINYINT NOT NULL PRIMARY KEY CHECK (id = 1),
     value BIGINT  NOT NULL
 ) ENGINE = InnoDB;
-INSERT IGNORE INTO lockmgr_fence (id, value) VALUES (1, 0);
+INSERT IGNORE INTO {fence_table} (id, value) VALUES (1, 0);
 
-CREATE TABLE IF NOT EXISTS lockmgr_lock (
+CREATE TABLE IF NOT EXISTS {table} (
     -- Raw bytes, compared byte for byte: `Job` and `job` are different locks,
     -- and so are `job` and `job ` (the utf8mb4 `_bin` collations ignore
     -- trailing spaces). 1 to 255 bytes; the library refuses anything else
@@ -46,9 +48,9 @@ CREATE TABLE IF NOT EXISTS lockmgr_lock (
 -- without a second query (measured: ~80 µs less per acquire than a SELECT);
 -- MySQL restores the session's LAST_INSERT_ID when a trigger ends, so the
 -- caller never sees it change.
-DROP TRIGGER IF EXISTS lockmgr_lock_fence;
-CREATE TRIGGER lockmgr_lock_fence BEFORE INSERT ON lockmgr_lock FOR EACH ROW
+DROP TRIGGER IF EXISTS {fence_trigger};
+CREATE TRIGGER {fence_trigger} BEFORE INSERT ON {table} FOR EACH ROW
 BEGIN
-    UPDATE lockmgr_fence SET value = LAST_INSERT_ID(value + 1) WHERE id = 1;
+    UPDATE {fence_table} SET value = LAST_INSERT_ID(value + 1) WHERE id = 1;
     SET NEW.fence = LAST_INSERT_ID();
 END;

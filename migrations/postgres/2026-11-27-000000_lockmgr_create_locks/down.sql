@@ -1,4 +1,4 @@
-DROP TRIGGER lockmgr_lock_release ON lockmgr_lock;
-DROP FUNCTION lockmgr_notify_release();
-DROP TABLE lockmgr_lock;
-DROP SEQUENCE lockmgr_lock_fence_seq;
+DROP TRIGGER {release_trigger} ON {table};
+DROP FUNCTION {notify_function}();
+DROP TABLE {table};
+DROP SEQUENCE {fence_seq};

@@ -1,4 +1,4 @@
-DROP TRIGGER lockmgr_lock_fence_update;
-DROP TRIGGER lockmgr_lock_fence_insert;
-DROP TABLE lockmgr_fence;
-DROP TABLE lockmgr_lock;
+DROP TRIGGER {fence_update_trigger};
+DROP TRIGGER {fence_insert_trigger};
+DROP TABLE {fence_table};
+DROP TABLE {table};

@@ -139,6 +139,23 @@ impl Socket {
     }
 }
 
+#[cfg(feature = "postgres")]
+impl Socket {
+    /// Sleep until the socket has something to read (or was closed), or `timeout`
+    /// passed; whether it has. Our descriptor is a duplicate of the driver's: reading
+    /// is left to the driver.
+    pub(crate) fn wait_readable(&self, timeout: std::time::Duration) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.dup.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid `pollfd`, whose descriptor stays open while `self` lives.
+        unsafe { libc::poll(&mut fd, 1, millis) > 0 }
+    }
+}
+
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Socket(fd {})", self.dup.as_raw_fd())

@@ -6,26 +6,33 @@
 //! dropped when it goes back, so the pool reconnects on its own.
 //!
 //! Every call is bounded in time: checkout by `connection_timeout`, connecting by
-//! `connect_timeout` (libpq's own, and the [watchdog](crate::watchdog) for MySQL), and
+//! `connect_timeout` (libpq's own, and the [watchdog](super::watchdog) for MySQL), and
 //! each call on a connection by `statement_timeout` (the watchdog shuts the socket of
 //! a call that overruns). SQLite has no socket: its `busy_timeout` bounds a call.
 
+#[cfg(feature = "postgres")]
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::connection::{CacheSize, Connection, SimpleConnection};
+#[cfg(feature = "postgres")]
+use diesel::connection::CacheSize;
+use diesel::connection::{Connection, SimpleConnection};
 #[cfg(feature = "mysql")]
 use diesel::mysql::MysqlConnection;
+#[cfg(feature = "postgres")]
 use diesel::pg::PgConnection;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+#[cfg(feature = "sqlite")]
 use diesel::sqlite::SqliteConnection;
 
+use super::dialect::{LockConn, Session, Statements};
+use super::migrate::MigrationError;
+use super::table::TableName;
+use super::watchdog::{self, Armed, Snapshot, Socket};
 use crate::database_url::{Backend, DatabaseUrl};
-use crate::dialect::LockConn;
 use crate::error::{DbResult, Error, Result};
-use crate::watchdog::{self, Armed, Snapshot, Socket};
 
 /// Pool and connection settings; see [`LockStoreBuilder`](crate::LockStoreBuilder).
 #[derive(Debug, Clone)]
@@ -202,15 +209,19 @@ fn warn_unwatched(reason: &str) {
     });
 }
 
-/// A pool and the manager that fills it (to connect afresh outside the pool).
+/// A pool, the manager that fills it (to connect afresh outside the pool), and the
+/// statements of the store.
 pub(crate) struct Pooled<C: Connection + R2D2Connection + Send + 'static> {
     pool: r2d2::Pool<Manager<C>>,
     manager: Manager<C>,
+    sql: Statements,
 }
 
 /// The pool of one store.
 pub(crate) enum Pool {
+    #[cfg(feature = "postgres")]
     Postgres(Pooled<PgConnection>),
+    #[cfg(feature = "sqlite")]
     Sqlite(Pooled<SqliteConnection>),
     #[cfg(feature = "mysql")]
     Mysql(Pooled<MysqlConnection>),
@@ -222,9 +233,12 @@ impl Pool {
     pub(crate) fn open(
         url: &DatabaseUrl,
         options: &PoolOptions,
+        table: &TableName,
         migrate: bool,
     ) -> Result<(Pool, Vec<String>)> {
+        let sql = || Statements::new(url.backend, table);
         match url.backend {
+            #[cfg(feature = "postgres")]
             Backend::Postgres => {
                 let setup: Setup<PgConnection> = if url.pooled() {
                     // Behind a transaction pooler each statement may run on another
@@ -261,15 +275,18 @@ impl Pool {
                         statement: options.statement_timeout,
                     }),
                 };
-                let applied = first_connection(&manager, url, options, migrate)?;
+                let applied = first_connection(&manager, url, options, table, migrate)?;
                 Ok((
-                    Pool::Postgres(Pooled::new(manager, options, options.max_size)),
+                    Pool::Postgres(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let manager = sqlite_manager(&url.target, url, options);
-                let (manager, applied) = match first_connection(&manager, url, options, migrate) {
+                let (manager, applied) = match first_connection(
+                    &manager, url, options, table, migrate,
+                ) {
                     Ok(applied) => (manager, applied),
                     Err(err) => {
                         // A database on read-only storage whose shared-memory index
@@ -280,8 +297,8 @@ impl Pool {
                         let mut read_only = url.clone();
                         read_only.read_only = true;
                         let manager = sqlite_manager(&target, &read_only, options);
-                        let applied =
-                            first_connection(&manager, url, options, migrate).map_err(|_| err)?;
+                        let applied = first_connection(&manager, url, options, table, migrate)
+                            .map_err(|_| err)?;
                         tracing::info!(
                             url = %url.masked,
                             "lockmgr: the SQLite database is on read-only storage; opened read-only"
@@ -291,7 +308,7 @@ impl Pool {
                 };
                 // `:memory:` is one database per connection: keep exactly one.
                 let size = if url.in_memory { 1 } else { options.max_size };
-                let pooled = Pooled::new(manager, options, size);
+                let pooled = Pooled::new(manager, options, size, sql());
                 if url.in_memory {
                     // The migrated connection above is gone with its database; the
                     // pool's only connection must carry the table itself.
@@ -300,8 +317,8 @@ impl Pool {
                         .get()
                         .map_err(|e| connection_error(url, &e.to_string()))?;
                     conn.conn
-                        .migrate()
-                        .map_err(|e| migration_error(url, &e.to_string()))?;
+                        .migrate(table)
+                        .map_err(|e| migration_error(url, e))?;
                 }
                 Ok((Pool::Sqlite(pooled), applied))
             }
@@ -328,19 +345,17 @@ impl Pool {
                         statement: options.statement_timeout,
                     }),
                 };
-                let applied = first_connection(&manager, url, options, migrate)?;
+                let applied = first_connection(&manager, url, options, table, migrate)?;
                 Ok((
-                    Pool::Mysql(Pooled::new(manager, options, options.max_size)),
+                    Pool::Mysql(Pooled::new(manager, options, options.max_size, sql())),
                     applied,
                 ))
             }
-            // DatabaseUrl::parse already refuses mysql:// in such a build.
-            #[cfg(not(feature = "mysql"))]
-            Backend::Mysql => Err(Error::InvalidUrl {
+            // DatabaseUrl::parse already refuses the URL of a backend not built in.
+            #[allow(unreachable_patterns)]
+            backend => Err(Error::InvalidUrl {
                 url: url.masked.clone(),
-                reason:
-                    "this build of lockmgr has no MySQL support: enable its `mysql` cargo feature"
-                        .to_string(),
+                reason: crate::database_url::not_built_in(backend),
             }),
         }
     }
@@ -352,10 +367,12 @@ impl Pool {
         url: &DatabaseUrl,
         options: &PoolOptions,
         from: Checkout,
-        f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
+        f: impl FnOnce(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
         match self {
+            #[cfg(feature = "postgres")]
             Pool::Postgres(pooled) => pooled.run(url, options, from, f),
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite(pooled) => pooled.run(url, options, from, f),
             #[cfg(feature = "mysql")]
             Pool::Mysql(pooled) => pooled.run(url, options, from, f),
@@ -378,7 +395,7 @@ impl<C> Pooled<C>
 where
     C: Connection + R2D2Connection + LockConn + Send + 'static,
 {
-    fn new(manager: Manager<C>, options: &PoolOptions, size: u32) -> Self {
+    fn new(manager: Manager<C>, options: &PoolOptions, size: u32, sql: Statements) -> Self {
         let pool = r2d2::Pool::builder()
             .max_size(size.max(1))
             .min_idle(Some(0))
@@ -386,7 +403,7 @@ where
             .connection_timeout(options.connection_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager.clone());
-        Pooled { pool, manager }
+        Pooled { pool, manager, sql }
     }
 
     fn run<R>(
@@ -394,8 +411,9 @@ where
         url: &DatabaseUrl,
         options: &PoolOptions,
         from: Checkout,
-        f: impl FnOnce(&mut dyn LockConn) -> Result<R>,
+        f: impl FnOnce(&mut Session<'_>) -> Result<R>,
     ) -> Result<R> {
+        let sql = &self.sql;
         let until = match from {
             Checkout::Pooled(until) => until,
             Checkout::Fresh => {
@@ -403,8 +421,10 @@ where
                     .manager
                     .connect()
                     .map_err(|e| connection_error(url, &e.to_string()))?;
-                return run_watched(&mut conn, options.statement_timeout, |c| f(c))
-                    .map_err(|e| with_url(e, url));
+                return run_watched(&mut conn, options.statement_timeout, |c| {
+                    f(&mut Session::new(c, sql))
+                })
+                .map_err(|e| with_url(e, url));
             }
         };
         let left = |limit: Duration| match until {
@@ -415,8 +435,10 @@ where
             .pool
             .get_timeout(left(options.connection_timeout).max(Duration::from_millis(1)))
             .map_err(|e| connection_error(url, &e.to_string()))?;
-        run_watched(&mut conn, left(options.statement_timeout), |c| f(c))
-            .map_err(|e| with_url(e, url))
+        run_watched(&mut conn, left(options.statement_timeout), |c| {
+            f(&mut Session::new(c, sql))
+        })
+        .map_err(|e| with_url(e, url))
     }
 }
 
@@ -467,11 +489,13 @@ pub(crate) fn link_lost(err: &Error) -> bool {
     err.driver().is_some_and(link_is_gone)
 }
 
+#[cfg(feature = "postgres")]
 /// libpq's `connect_timeout` is whole seconds, at least 2.
 fn libpq_seconds(timeout: Duration) -> u64 {
     timeout.as_secs_f64().ceil().max(2.0) as u64
 }
 
+#[cfg(feature = "postgres")]
 /// The PostgreSQL URL with lockmgr's client-side settings added, unless the URL sets
 /// them itself: `connect_timeout`, and TCP keepalives and `tcp_user_timeout` so that
 /// an idle pooled connection across a dead link is noticed within about a minute.
@@ -510,11 +534,13 @@ pub(crate) fn with_libpq_settings(target: &str, connect_timeout: Duration) -> St
     out
 }
 
+#[cfg(feature = "postgres")]
 /// The keys of a libpq `key=value …` connection string.
 fn conninfo_keys(conninfo: &str) -> HashSet<String> {
     conninfo_pairs(conninfo).map(|(key, _)| key).collect()
 }
 
+#[cfg(feature = "postgres")]
 /// The `key=value` pairs of a libpq connection string (values unquoted).
 fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_ {
     let mut rest = conninfo.trim_start();
@@ -549,9 +575,11 @@ fn conninfo_pairs(conninfo: &str) -> impl Iterator<Item = (String, String)> + '_
     })
 }
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 /// The TCP port a URL connects to (`default` when it names none); `None` when that
 /// cannot be told (several hosts, a malformed URL).
-fn server_port(target: &str, default: u16) -> Option<u16> {
+pub(super) fn server_port(target: &str, default: u16) -> Option<u16> {
+    #[cfg(feature = "postgres")]
     if !target.contains("://") {
         return match conninfo_pairs(target).find(|(key, _)| key == "port") {
             Some((_, port)) => port.parse().ok(),
@@ -565,6 +593,7 @@ fn server_port(target: &str, default: u16) -> Option<u16> {
     Some(parsed.port().unwrap_or(default))
 }
 
+#[cfg(feature = "sqlite")]
 /// The pool manager of a SQLite database: connect to `target`, then set the
 /// connection up (busy timeout, WAL unless read-only or in memory).
 fn sqlite_manager(
@@ -600,6 +629,7 @@ fn sqlite_manager(
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// For a SQLite file that exists but could not be opened: the URI that opens it
 /// read-only and immutable, when that is safe — no write-ahead log beside it (so no
 /// committed change lives outside the file) and its folder not writable (so no
@@ -624,6 +654,7 @@ fn read_only_fallback(url: &DatabaseUrl) -> Option<String> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 /// Run `step` again while SQLite answers "database is locked" (`SQLITE_BUSY`)
 /// without having waited, for up to `budget` in all.
 fn retry_while_busy(
@@ -646,16 +677,28 @@ fn retry_while_busy(
 }
 
 /// PostgreSQL without a `pgbouncer` parameter: find out whether a pooler is in
-/// between (see [`crate::pooler`]) and, if one is, behave as with `?pgbouncer=true`,
+/// between (see `backend/pooler.rs`) and, if one is, behave as with `?pgbouncer=true`,
 /// with a warning that says how to make the choice explicit.
 pub(crate) fn resolve_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Result<()> {
     if url.backend != Backend::Postgres || url.pgbouncer.is_some() {
         return Ok(());
     }
+    #[cfg(not(feature = "postgres"))]
+    return {
+        let _ = options;
+        Ok(())
+    };
+    #[cfg(feature = "postgres")]
+    resolve_postgres_pooler(url, options)
+}
+
+/// See [`resolve_pooler`].
+#[cfg(feature = "postgres")]
+fn resolve_postgres_pooler(url: &mut DatabaseUrl, options: &PoolOptions) -> Result<()> {
     // Bounded like every other connect: libpq's connect_timeout and TCP settings.
     let target = with_libpq_settings(&url.target, options.connect_timeout);
     let pooled =
-        crate::pooler::pooler_in_between(&target).map_err(|e| connection_error(url, &e))?;
+        super::pooler::pooler_in_between(&target).map_err(|e| connection_error(url, &e))?;
     if pooled {
         tracing::warn!(
             url = %url.masked,
@@ -691,6 +734,7 @@ fn first_connection<C>(
     manager: &Manager<C>,
     url: &DatabaseUrl,
     options: &PoolOptions,
+    table: &TableName,
     migrate: bool,
 ) -> Result<Vec<String>>
 where
@@ -703,8 +747,7 @@ where
         return Ok(Vec::new());
     }
     run_watched(&mut conn, options.statement_timeout, |conn| {
-        conn.migrate()
-            .map_err(|e| migration_error(url, &e.to_string()))
+        conn.migrate(table).map_err(|e| migration_error(url, e))
     })
     .map_err(|e| with_url(e, url))
 }
@@ -716,10 +759,17 @@ pub(crate) fn connection_error(url: &DatabaseUrl, message: &str) -> Error {
     }
 }
 
-pub(crate) fn migration_error(url: &DatabaseUrl, message: &str) -> Error {
-    Error::Migration {
-        url: url.masked.clone(),
-        message: one_line(&url.scrub(message)),
+pub(crate) fn migration_error(url: &DatabaseUrl, err: MigrationError) -> Error {
+    match err {
+        MigrationError::Failed(message) => Error::Migration {
+            url: url.masked.clone(),
+            message: one_line(&url.scrub(&message)),
+        },
+        MigrationError::Conflict { table, reason } => Error::TableConflict {
+            url: url.masked.clone(),
+            table,
+            reason,
+        },
     }
 }
 
@@ -728,7 +778,7 @@ fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "postgres"))]
 mod tests {
     use super::*;
 
