@@ -7,7 +7,7 @@
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::builder::LockMgr;
+use crate::acquire::builder::LockMgr;
 use crate::error::Result;
 use crate::model::Lock;
 use crate::options::{RenewOptions, SetLockOptions};

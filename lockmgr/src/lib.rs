@@ -177,33 +177,28 @@ compile_error!(
     "lockmgr needs at least one backend: enable its `sqlite`, `postgres` or `mysql` feature"
 );
 
+mod acquire;
 mod async_support;
 mod backend;
-mod builder;
 mod database_url;
 mod error;
 mod events;
 mod global;
-mod guard;
 mod housekeeping;
-mod keepalive;
 mod macro_support;
 mod model;
 mod name;
 mod options;
 mod registry;
 mod runtime_check;
-mod scheduler;
 mod set_lock;
 mod store;
 #[cfg(test)]
 mod test_support;
-mod ticks;
-mod wait;
 mod wakeup;
 
+pub use acquire::{LockGuard, LockMgr, LostFuture, LostSignal, MIN_KEEPALIVE_EXPIRES};
 pub use backend::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, DEFAULT_TABLE};
-pub use builder::{LockMgr, DEFAULT_EXPIRES};
 pub use database_url::{
     mask_password, scrub_password, Backend, DATABASE_URL, DEFAULT_SQLITE_PATH,
     LOCKMGR_DATABASE_URL, LOCKMGR_LISTEN_URL, PGBOUNCER_PARAM,
@@ -213,12 +208,10 @@ pub use global::{
     clean_locks, default_store, get_lock, is_locked, list_locks, lock_mgr, renew_lock, reset_locks,
     set_default_store, set_lock, unlock,
 };
-pub use guard::LockGuard;
-pub use keepalive::{LostFuture, LostSignal, MIN_KEEPALIVE_EXPIRES};
 pub use lockmgr_macros::locked;
 pub use model::Lock;
 pub use name::{validate_name, MAX_NAME_BYTES};
-pub use options::{RenewOptions, SetLockOptions, DEFAULT_RENEW};
+pub use options::{RenewOptions, SetLockOptions, DEFAULT_EXPIRES, DEFAULT_RENEW};
 pub use registry::{declared_lock_for, declared_locks, DeclaredLock, OnLocked, DEFAULT_JOB_LEASE};
 pub use set_lock::{SetLockAction, SetLockReport, SetLockStatus};
 pub use store::{

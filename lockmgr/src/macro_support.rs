@@ -18,13 +18,13 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::builder::LockMgr;
+use crate::acquire::builder::LockMgr;
+use crate::acquire::guard::LockGuard;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::guard::LockGuard;
 use crate::name::validate_name;
 use crate::registry::{DeclaredLock, OnLocked};
-use crate::store::{locked_error, AcquireSpec, LockStore};
+use crate::store::{AcquireSpec, LockStore};
 
 /// The type of a `#[locked]` function's declaration.
 pub type Declaration = DeclaredLock;
@@ -191,7 +191,7 @@ fn prepare(
     let store = store?;
     let name = render_name(name)?;
     let tick = match decl.once_per {
-        Some(period) => Some(crate::ticks::tick_lock(&store, &name, period)?),
+        Some(period) => Some(crate::acquire::ticks::tick_lock(&store, &name, period)?),
         None => None,
     };
     let mut mgr = store
@@ -230,7 +230,7 @@ fn take_tick(
             Ok(true)
         }
         Err(holder) => {
-            events::skipped(decl.function, &locked_error(&holder), "the tick was taken");
+            events::skipped(decl.function, &holder.locked_error(), "the tick was taken");
             Ok(false)
         }
     }

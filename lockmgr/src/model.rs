@@ -124,6 +124,17 @@ impl Lock {
         Some((until - self.database_now()).num_seconds())
     }
 
+    /// [`Error::Locked`](crate::Error::Locked) describing this lock as the holder in
+    /// the way.
+    pub(crate) fn locked_error(&self) -> crate::Error {
+        crate::Error::Locked {
+            name: self.name.clone(),
+            locked_by: self.locked_by.clone(),
+            lock_process: self.lock_process,
+            locked_until: self.locked_until,
+        }
+    }
+
     /// Whether two values are the same acquisition (same name and owner token).
     pub fn same_acquisition(&self, other: &Lock) -> bool {
         self.name == other.name && self.owner == other.owner

@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+/// The expiry used when none is given: 600 seconds, as django-lockmgr.
+pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(600);
+
 /// django-lockmgr's default renewal: 120 seconds.
 pub const DEFAULT_RENEW: Duration = Duration::from_secs(120);
 

@@ -118,7 +118,7 @@ impl DeclaredLock {
     /// `keepalive = false` without `expires`: django-lockmgr's 600 s, not renewed.
     pub(crate) const fn without_keepalive(mut self) -> Self {
         self.keepalive = false;
-        self.expires = Some(crate::builder::DEFAULT_EXPIRES);
+        self.expires = Some(crate::options::DEFAULT_EXPIRES);
         self
     }
 

@@ -540,7 +540,7 @@ impl LockStore {
             }
             Err(holder) => {
                 events::not_acquired(&holder, 1, Duration::ZERO);
-                Err(locked_error(&holder))
+                Err(holder.locked_error())
             }
         }
     }
@@ -1089,16 +1089,6 @@ fn warn_default_sqlite_once() {
 
 fn row_expired(row: &LockRow) -> bool {
     row.locked_until.is_some_and(|until| until <= row.db_now)
-}
-
-/// [`Error::Locked`] describing `holder`.
-pub(crate) fn locked_error(holder: &Lock) -> Error {
-    Error::Locked {
-        name: holder.name.clone(),
-        locked_by: holder.locked_by.clone(),
-        lock_process: holder.lock_process,
-        locked_until: holder.locked_until,
-    }
 }
 
 /// One name of a `set_lock` call, inside its transaction.

@@ -14,11 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::acquire::scheduler::{Job, JobId, Scheduler};
 use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
 use crate::options::RenewOptions;
-use crate::scheduler::{Job, JobId, Scheduler};
 use crate::store::LockStore;
 
 /// Says whether a guard's lock may no longer be trusted. It fires once, and stays

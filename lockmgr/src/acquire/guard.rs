@@ -2,14 +2,36 @@
 
 use std::time::Duration;
 
+use crate::acquire::keepalive::{KeepAlive, LostSignal};
 use crate::async_support;
-use crate::builder::GuardSettings;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::keepalive::{KeepAlive, LostSignal};
 use crate::model::Lock;
 use crate::options::RenewOptions;
-use crate::store::{locked_error, LockStore};
+use crate::store::{AcquireSpec, LockStore};
+
+/// What a guard needs to take extra locks the same way as its main one.
+#[derive(Debug, Clone)]
+pub(crate) struct GuardSettings {
+    pub(crate) expires: Option<Duration>,
+    pub(crate) locked_by: Option<String>,
+    pub(crate) lock_process: Option<i64>,
+    pub(crate) keepalive: bool,
+    pub(crate) min_hold: Option<Duration>,
+}
+
+impl GuardSettings {
+    pub(crate) fn spec<'a>(&'a self, name: &'a str) -> AcquireSpec<'a> {
+        AcquireSpec {
+            name,
+            expires: self.expires,
+            locked_by: self.locked_by.as_deref(),
+            lock_process: self.lock_process,
+            waiting: false,
+            until: None,
+        }
+    }
+}
 
 /// Holds a main lock, and any extra locks taken with [`lock`](LockGuard::lock), until it
 /// is dropped or [`unlock`](LockGuard::unlock)ed ([`unlock_async`](LockGuard::unlock_async)
@@ -139,7 +161,7 @@ impl LockGuard {
             Ok(lock) => lock,
             Err(holder) => {
                 events::not_acquired(&holder, 1, Duration::ZERO);
-                return Err(locked_error(&holder));
+                return Err(holder.locked_error());
             }
         };
         events::acquired(&lock, 1, Duration::ZERO);

@@ -3,16 +3,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::acquire::guard::GuardSettings;
+use crate::acquire::guard::LockGuard;
+use crate::acquire::keepalive::MIN_KEEPALIVE_EXPIRES;
+use crate::acquire::retry::Retry;
 use crate::async_support;
 use crate::error::Result;
-use crate::guard::LockGuard;
-use crate::keepalive::MIN_KEEPALIVE_EXPIRES;
 use crate::model::Lock;
+use crate::options::DEFAULT_EXPIRES;
 use crate::store::{AcquireSpec, LockStore};
-use crate::wait::Retry;
-
-/// The expiry used when none is given: 600 seconds, as django-lockmgr.
-pub const DEFAULT_EXPIRES: Duration = Duration::from_secs(600);
 
 /// A guarded acquisition of one lock, configured step by step and taken with
 /// [`acquire`](LockMgr::acquire). The returned [`LockGuard`] releases the lock (and
@@ -283,29 +282,6 @@ impl LockMgr {
             lock_process: self.lock_process,
             keepalive: self.keepalive,
             min_hold: self.min_hold,
-        }
-    }
-}
-
-/// What a guard needs to take extra locks the same way as its main one.
-#[derive(Debug, Clone)]
-pub(crate) struct GuardSettings {
-    pub(crate) expires: Option<Duration>,
-    pub(crate) locked_by: Option<String>,
-    pub(crate) lock_process: Option<i64>,
-    pub(crate) keepalive: bool,
-    pub(crate) min_hold: Option<Duration>,
-}
-
-impl GuardSettings {
-    pub(crate) fn spec<'a>(&'a self, name: &'a str) -> AcquireSpec<'a> {
-        AcquireSpec {
-            name,
-            expires: self.expires,
-            locked_by: self.locked_by.as_deref(),
-            lock_process: self.lock_process,
-            waiting: false,
-            until: None,
         }
     }
 }

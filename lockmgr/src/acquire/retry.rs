@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::events;
 use crate::model::Lock;
-use crate::store::{locked_error, LockStore};
+use crate::store::LockStore;
 use crate::wakeup::Ticket;
 
 const FIRST: Duration = Duration::from_millis(5);
@@ -135,7 +135,7 @@ impl Retry {
             }
             None => {
                 events::not_acquired(holder, self.attempts, self.started.elapsed());
-                Err(locked_error(holder))
+                Err(holder.locked_error())
             }
         }
     }
