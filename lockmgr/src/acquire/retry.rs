@@ -194,18 +194,24 @@ mod tests {
 
     #[test]
     fn with_wait_misses_sleep_until_the_deadline() {
-        let mut retry = Retry::new(Some(Duration::from_millis(60)), CAP);
-        let mut slept = Duration::ZERO;
+        // Whatever the machine's load does to each sleep, the misses go on until the
+        // wait is over, never sleeping longer than the cap at a time.
+        let wait = Duration::from_millis(300);
+        let started = Instant::now();
+        let mut retry = Retry::new(Some(wait), CAP);
         let mut sleeps = 0;
         while let Ok(delay) = retry.after_miss(&holder()) {
             assert!(delay <= CAP.mul_f64(1.25), "{delay:?}");
             std::thread::sleep(delay);
-            slept += delay;
             sleeps += 1;
-            assert!(sleeps < 1000, "the wait never ended");
+            assert!(sleeps < 10_000, "the wait never ended");
         }
-        assert!(sleeps >= 2, "{sleeps} sleeps");
-        assert!(slept >= Duration::from_millis(50), "{slept:?}");
+        assert!(sleeps >= 1, "a wait sleeps at least once");
+        assert!(
+            started.elapsed() >= wait,
+            "gave up early: {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
