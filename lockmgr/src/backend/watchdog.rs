@@ -173,6 +173,12 @@ enum Watched {
 #[derive(Default)]
 struct State {
     armed: BTreeMap<(Instant, u64), Watched>,
+    /// When the watchdog thread wakes up next on its own; `None`: not before it is
+    /// notified (nothing armed, or it has not looked yet). A new deadline only
+    /// notifies it when it comes earlier: calls arm and disarm on every statement,
+    /// and waking the thread for each (a futex wake and a context switch) would
+    /// cost the lock path more than the statement's own work on the client.
+    wakes_at: Option<Instant>,
 }
 
 struct Watchdog {
@@ -227,8 +233,12 @@ impl Watchdog {
                     }
                 }
             }
-            state = match state.armed.first_key_value() {
-                Some(((deadline, _), _)) => {
+            // Deadlines disarmed meanwhile stay in this sleep's length: the thread
+            // wakes up at the earliest one armed when it went to sleep, finds it
+            // gone, and sleeps on until the earliest one left.
+            state.wakes_at = state.armed.first_key_value().map(|(key, _)| key.0);
+            state = match state.wakes_at {
+                Some(deadline) => {
                     let timeout = deadline.saturating_duration_since(now);
                     self.changed
                         .wait_timeout(state, timeout)
@@ -244,13 +254,15 @@ impl Watchdog {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let key = (deadline, SEQ.fetch_add(1, Ordering::Relaxed));
         let mut state = lock(self);
-        let earliest = state
-            .armed
-            .first_key_value()
-            .is_none_or(|(first, _)| key < *first);
+        let earlier = state.wakes_at.is_none_or(|wakes_at| deadline < wakes_at);
         state.armed.insert(key, watched);
+        if earlier {
+            // Said once: until the thread looks again, later deadlines are later
+            // than this one.
+            state.wakes_at = Some(deadline);
+        }
         drop(state);
-        if earliest {
+        if earlier {
             self.changed.notify_one();
         }
         Armed {
@@ -307,4 +319,58 @@ pub(crate) fn serialize_connects(port: Option<u16>) -> Arc<Mutex<()>> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     Arc::clone(ports.entry(port).or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A socket of our own, connected to a listener that never answers.
+    fn silent_socket(listener: &TcpListener) -> Arc<Socket> {
+        Arc::new(Socket {
+            dup: TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
+            tripped: AtomicBool::new(false),
+        })
+    }
+
+    fn trips_within(socket: &Socket, limit: Duration) -> bool {
+        let started = Instant::now();
+        while !socket.tripped() {
+            if started.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// The watchdog thread is not woken for a deadline later than the one it sleeps
+    /// until; every deadline still fires, earlier and later ones alike.
+    #[test]
+    fn deadlines_fire_whatever_order_they_are_armed_in() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (far, early, late) = (
+            silent_socket(&listener),
+            silent_socket(&listener),
+            silent_socket(&listener),
+        );
+        let now = Instant::now();
+        let far_armed = arm(&far, now + Duration::from_secs(3600)).unwrap();
+        // Earlier than the one the thread sleeps until: it must be woken for it.
+        let early_armed = arm(&early, now + Duration::from_millis(50)).unwrap();
+        // Armed and disarmed at once, as every call that answers in time is.
+        for _ in 0..100 {
+            drop(arm(&late, Instant::now() + Duration::from_millis(100)));
+        }
+        // Later than the one the thread sleeps until: found when it wakes for that.
+        let late_armed = arm(&late, Instant::now() + Duration::from_millis(150)).unwrap();
+        assert!(trips_within(&early, Duration::from_secs(30)), "early");
+        assert!(trips_within(&late, Duration::from_secs(30)), "late");
+        assert!(early_armed.disarm() && late_armed.disarm(), "both fired");
+        assert!(!far.tripped());
+        assert!(!far_armed.disarm(), "the far one had not fired");
+    }
 }
