@@ -291,3 +291,82 @@ fn postgres_release_notifies_only_waited_locks() {
     assert!(waiter.join().unwrap().unwrap() > held.fence);
     assert_eq!(received(&mut listener), ["notify:waited"]);
 }
+
+/// PostgreSQL: an attempt that finds the lock held only reads the row. It does not
+/// lock it (a row lock would make every waiter's poll a durable commit, and the
+/// holder's release would queue behind those): with another transaction holding the
+/// row's lock, the attempt still answers `Locked` at once; and a waiter's polls leave
+/// no row lock behind on the row they read.
+#[test]
+fn postgres_attempts_on_a_held_lock_do_not_lock_the_row() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+    use std::sync::mpsc;
+
+    let db = TestDb::postgres();
+    let store = db.store();
+    let held = store
+        .get_lock("rowlock:held", Some(Duration::from_secs(600)))
+        .unwrap();
+
+    // Another session locks the row (as a release or renewal in flight does) and keeps
+    // it locked until told to stop, or for 20 s.
+    let (stop, stopped) = mpsc::channel::<()>();
+    let (locked, is_locked) = mpsc::channel::<()>();
+    let url = db.url().to_string();
+    let row_locker = std::thread::spawn(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.batch_execute(
+            "BEGIN; SELECT 1 FROM lockmgr_lock WHERE name = 'rowlock:held' FOR UPDATE",
+        )
+        .unwrap();
+        locked.send(()).unwrap();
+        let told = stopped.recv_timeout(Duration::from_secs(20)).is_ok();
+        conn.batch_execute("ROLLBACK").unwrap();
+        told
+    });
+    is_locked.recv().unwrap();
+    let err = store.get_lock("rowlock:held", None).unwrap_err();
+    assert!(err.is_locked(), "{err}");
+    // Answered while the row was still locked: the attempt did not wait for it.
+    stop.send(()).unwrap();
+    assert!(
+        row_locker.join().unwrap(),
+        "the attempt waited for the row lock to go"
+    );
+
+    // A waiter polls a lock nobody else touches: the row version it sees last is the
+    // one its waiter flag wrote, and no poll after that has locked it.
+    let polled = store
+        .get_lock("rowlock:polled", Some(Duration::from_secs(600)))
+        .unwrap();
+    let waiter = store.clone();
+    let attempt = std::thread::spawn(move || {
+        waiter
+            .lock_mgr("rowlock:polled")
+            .wait(Duration::from_millis(300))
+            .acquire()
+            .map(|_| ())
+    });
+    assert!(attempt.join().unwrap().unwrap_err().is_locked());
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        waiters: bool,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        xmax: i64,
+    }
+    // A row lock leaves the locker's transaction id in `xmax` of the version it locked.
+    let row = diesel::sql_query(
+        "SELECT waiters, xmax::text::bigint AS xmax FROM lockmgr_lock \
+         WHERE name = 'rowlock:polled'",
+    )
+    .get_result::<Row>(&mut conn)
+    .unwrap();
+    assert!(row.waiters, "the waiter did not flag the row");
+    let xmax_locked = row.xmax;
+    assert_eq!(xmax_locked, 0, "a waiter's attempt locked the held row");
+    store.unlock(&polled).unwrap();
+    store.unlock(&held).unwrap();
+}

@@ -64,6 +64,7 @@ struct PgTime {
 /// The statements only PostgreSQL has.
 pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statements {
     let (t, columns) = (&f.table, f.columns());
+    statements.acquire = acquire(f);
     // Flag the row only if it is not flagged yet: a waiter polling a held lock reads
     // it without rewriting it (and without a dead row version) each time.
     let flag = f.name_is(Sql::new(&format!(
@@ -93,6 +94,43 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
             )),
     );
     statements
+}
+
+/// Insert the row, or take over an expired one, without locking a live one.
+///
+/// The shared upsert (`INSERT … ON CONFLICT DO UPDATE … WHERE expired`) locks the
+/// conflicting row even when its `WHERE` is false: on PostgreSQL every attempt that
+/// finds a live lock would take a row lock, which gives the transaction an id and a
+/// WAL record, so it ends in a durable commit (an fsync), and the holder's release
+/// waits behind it. Here a live row is only read: the insert skips it (`DO NOTHING`)
+/// and the update's condition is false before any lock is taken. An expired row is
+/// taken over by the update, which re-checks its condition on the latest version of
+/// the row (so of two takers, one wins). Both parts see the statement's snapshot:
+/// the update never sees the row the insert just added.
+fn acquire(f: &Flavor) -> Sql {
+    let (t, now, columns) = (&f.table, f.now, f.columns());
+    let inserted = f.insert_row("").text(&format!(
+        " ON CONFLICT (name) DO NOTHING RETURNING{columns}"
+    ));
+    let update = Sql::new(&format!("UPDATE {t} SET owner = "))
+        .bind(Slot::Owner)
+        .text(", locked_by = ")
+        .bind(Slot::LockedBy)
+        .text(", lock_process = ")
+        .bind(Slot::LockProcess)
+        .text(", locked_until = ");
+    let update = f.expiry(update).text(&format!(
+        ", created_at = {now}, updated_at = {now}, fence = {}, waiters = false WHERE",
+        f.next_fence
+    ));
+    let taken_over = f
+        .name_is(update)
+        .text(&format!(" AND locked_until <= {now} RETURNING{columns}"));
+    Sql::new("WITH inserted AS (")
+        .then(&inserted)
+        .text("), taken_over AS (")
+        .then(&taken_over)
+        .text(") SELECT * FROM inserted UNION ALL SELECT * FROM taken_over")
 }
 
 impl LockConn for PgConnection {

@@ -5,9 +5,9 @@
 //! name, how to compare a name by its bytes — and those are the [`Flavor`]'s. Each
 //! statement below is written once in terms of them, and built once per store (the
 //! table name is part of its text), so diesel's statement cache hits on every later
-//! call. What a backend really does differently (PostgreSQL's single-statement hold-
-//! at-least release and waiter flag, MySQL's acquire without `RETURNING`) is built
-//! in its own file from the same pieces.
+//! call. What a backend really does differently (PostgreSQL's acquire that never locks a
+//! live row, its single-statement hold-at-least release and waiter flag, MySQL's
+//! acquire without `RETURNING`) is built in its own file from the same pieces.
 
 use super::stmt::{Slot, Sql};
 use crate::backend::table::{literal, TableName};
@@ -284,20 +284,15 @@ impl Statements {
 
 /// One atomic statement: a plain insert, or — when the name exists — an update that
 /// only happens if the existing row has expired. A live row makes it return nothing;
-/// it never raises a unique violation.
+/// it never raises a unique violation. (PostgreSQL has its own, which does not lock
+/// a live row: see `postgres.rs`.)
 fn upsert(f: &Flavor) -> Sql {
     let now = f.now;
-    // PostgreSQL: a new holder has no waiters yet (see its migration).
-    let waiters = if f.backend == Backend::Postgres {
-        ", waiters = false"
-    } else {
-        ""
-    };
     f.insert_row(" AS l").text(&format!(
         " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
          locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
          locked_until = excluded.locked_until, created_at = excluded.created_at, \
-         updated_at = excluded.updated_at, fence = excluded.fence{waiters} \
+         updated_at = excluded.updated_at, fence = excluded.fence \
          WHERE l.locked_until <= {now} RETURNING{}",
         f.columns()
     ))
