@@ -106,7 +106,8 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
 /// and the update's condition is false before any lock is taken. An expired row is
 /// taken over by the update, which re-checks its condition on the latest version of
 /// the row (so of two takers, one wins). Both parts see the statement's snapshot:
-/// the update never sees the row the insert just added.
+/// the update never sees the row the insert just added, and it is skipped when the
+/// insert took the name.
 fn acquire(f: &Flavor) -> Sql {
     let (t, now, columns) = (&f.table, f.now, f.columns());
     let inserted = f.insert_row("").text(&format!(
@@ -123,9 +124,10 @@ fn acquire(f: &Flavor) -> Sql {
         ", created_at = {now}, updated_at = {now}, fence = {}, waiters = false WHERE",
         f.next_fence
     ));
-    let taken_over = f
-        .name_is(update)
-        .text(&format!(" AND locked_until <= {now} RETURNING{columns}"));
+    // `NOT EXISTS`: when the insert took the name, the update does not even look.
+    let taken_over = f.name_is(update).text(&format!(
+        " AND locked_until <= {now} AND NOT EXISTS (SELECT 1 FROM inserted) RETURNING{columns}"
+    ));
     Sql::new("WITH inserted AS (")
         .then(&inserted)
         .text("), taken_over AS (")
