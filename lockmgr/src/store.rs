@@ -399,7 +399,13 @@ fn new_owner_token() -> Result<String> {
     getrandom::fill(&mut bytes).map_err(|err| Error::Runtime {
         message: format!("no random numbers for an owner token: {err}"),
     })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut token = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        token.push(char::from(HEX[usize::from(byte >> 4)]));
+        token.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    Ok(token)
 }
 
 /// Who takes a lock and for how long; see [`LockStore::acquire_once`].
@@ -1158,5 +1164,25 @@ fn set_one(
                 Some(Lock::from_row(row, now)),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_tokens_are_32_hex_digits_and_differ() {
+        let (a, b) = (new_owner_token().unwrap(), new_owner_token().unwrap());
+        for token in [&a, &b] {
+            assert_eq!(token.len(), 32, "{token}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{token}"
+            );
+        }
+        assert_ne!(a, b);
     }
 }
