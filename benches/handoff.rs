@@ -11,11 +11,22 @@
 //! a moment, notes the release time and releases, then pauses before waiting again, so
 //! the other party — already waiting — takes it. A hand-off's latency is the other
 //! party's acquire time minus that release time (wall clock of the same machine).
+//!
+//! On PostgreSQL the same turns are also taken without lockmgr, the floor of a hand-off
+//! through a table: two plain connections, the holder deleting its row and notifying in
+//! one statement, the waiter listening and spinning on its notifications (100 µs naps,
+//! faster than any blocking wait) to insert the row again. Both commits are durable:
+//! the floor is two commits (each a WAL flush) plus the notification's trip. It also
+//! runs on a database with `synchronous_commit = off`, where commits do not wait for
+//! the disk, to show the cost of the lock path itself.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
 use lockmgr::LockStore;
 use testkit::{PgBouncer, PgCluster, PoolMode};
 
@@ -25,6 +36,12 @@ const PAUSE: Duration = Duration::from_millis(50);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--floor-party") {
+        for event in floor_party(&args[1], HANDOFFS / 2 + 1) {
+            println!("{} {}", event.0, event.1);
+        }
+        return;
+    }
     if args.first().map(String::as_str) == Some("--party") {
         let party_at = Party {
             url: args[1].clone(),
@@ -45,6 +62,14 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = dir.path().join("handoff.sqlite3");
     let postgres = cluster.new_database();
+    let no_sync = cluster.new_database();
+    let db_name = no_sync.rsplit('/').next().unwrap().to_string();
+    PgConnection::establish(&no_sync)
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER DATABASE {db_name} SET synchronous_commit = off"
+        ))
+        .unwrap();
     let pooled = cluster.new_database();
     let pooled_url = format!("{}?pgbouncer=true", bouncer.url_for(&pooled));
     let at = |backend: &'static str, url: &str, listen_url: Option<&str>| {
@@ -57,6 +82,7 @@ fn main() {
     let targets = [
         at("sqlite", sqlite.to_str().unwrap(), None),
         at("postgres", &postgres, None),
+        at("postgres, synchronous_commit=off", &no_sync, None),
         at(
             "postgres via PgBouncer, listen URL",
             &pooled_url,
@@ -76,6 +102,12 @@ fn main() {
             runs.push(("two stores, one process", in_process(party_at)));
         }
         runs.push(("two processes", two_processes(party_at)));
+        if backend.starts_with("postgres") && !backend.contains("PgBouncer") {
+            runs.push((
+                "floor: two plain connections",
+                floor_processes(&party_at.url),
+            ));
+        }
         for (label, events) in runs {
             let mut latencies = handoff_latencies(events);
             latencies.sort();
@@ -158,7 +190,77 @@ fn two_processes(at: &Party) -> Vec<(&'static str, u128)> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut events = party(at, HANDOFFS / 2 + 1);
+    let events = party(at, HANDOFFS / 2 + 1);
+    with_child_events(events, child)
+}
+
+/// The floor's turns between this process and a child process.
+fn floor_processes(url: &str) -> Vec<(&'static str, u128)> {
+    PgConnection::establish(url)
+        .unwrap()
+        .batch_execute("CREATE TABLE IF NOT EXISTS floor_handoff (name TEXT PRIMARY KEY)")
+        .unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .arg("--floor-party")
+        .arg(url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = floor_party(url, HANDOFFS / 2 + 1);
+    with_child_events(events, child)
+}
+
+diesel::table! {
+    floor_handoff (name) {
+        name -> Text,
+    }
+}
+
+/// One party of the floor: [`party`]'s turns on a plain connection.
+fn floor_party(url: &str, turns: usize) -> Vec<(&'static str, u128)> {
+    use floor_handoff::dsl;
+    let mut conn = PgConnection::establish(url).unwrap();
+    conn.batch_execute("LISTEN floor_handoff").unwrap();
+    let mut events = Vec::new();
+    for _ in 0..turns {
+        loop {
+            let taken = diesel::insert_into(dsl::floor_handoff)
+                .values(dsl::name.eq("x"))
+                .on_conflict_do_nothing()
+                .execute(&mut conn)
+                .unwrap();
+            if taken == 1 {
+                break;
+            }
+            // Until a release is announced (or 50 ms passed, a safety net).
+            let since = Instant::now();
+            while since.elapsed() < Duration::from_millis(50) {
+                let notified = conn.notifications_iter().map(Result::unwrap).count() > 0;
+                if notified {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        events.push(("acquired", now_ns()));
+        std::thread::sleep(HOLD);
+        events.push(("released", now_ns()));
+        diesel::sql_query(
+            "WITH gone AS (DELETE FROM floor_handoff WHERE name = 'x' RETURNING name) \
+             SELECT pg_notify('floor_handoff', name) FROM gone",
+        )
+        .execute(&mut conn)
+        .unwrap();
+        std::thread::sleep(PAUSE);
+    }
+    events
+}
+
+/// `events` with those the child printed, once it is done.
+fn with_child_events(
+    mut events: Vec<(&'static str, u128)>,
+    child: std::process::Child,
+) -> Vec<(&'static str, u128)> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     for line in BufReader::new(&out.stdout[..]).lines() {

@@ -10,7 +10,9 @@
 //!
 //! Sections:
 //! 1. uncontended acquire + release, one thread, distinct names and one name, next to
-//!    the thinnest INSERT + DELETE through the same driver (the floor), as a ratio;
+//!    the thinnest INSERT + DELETE through the same driver (the floor), as a ratio,
+//!    and the CPU time the client process spends per cycle on each side (lockmgr's
+//!    own cost, apart from waiting for the database);
 //! 2. contention: 8 processes × 200 tries on one name, no wait;
 //! 3. cost growth with 0 / 10,000 / 100,000 other live locks, and `clean_locks` /
 //!    `list_locks` at 100,000 rows;
@@ -112,28 +114,40 @@ fn main() {
     println!(
         "## Uncontended acquire + release (one thread; median of {rounds} rounds of {round:?})\n"
     );
-    println!("| backend | workload | floor cycles/s | lockmgr cycles/s | ratio |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| backend | workload | floor cycles/s | lockmgr cycles/s | ratio | \
+         floor client CPU/cycle | lockmgr client CPU/cycle |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for target in &targets {
         let store = LockStore::open(&target.url).unwrap();
         let mut floor = Floor::open(target);
         for (workload, distinct) in [("distinct names", true), ("one name", false)] {
+            let (mut floor_cpu, mut lockmgr_cpu) = (Vec::new(), Vec::new());
             let (f, o) = paired_medians(
                 rounds,
-                |r| rate(round, |i| floor.cycle(&name(distinct, r, i))),
                 |r| {
-                    rate(round, |i| {
+                    let (rate, cpu) = rate_and_cpu(round, |i| floor.cycle(&name(distinct, r, i)));
+                    floor_cpu.push(cpu);
+                    rate
+                },
+                |r| {
+                    let (rate, cpu) = rate_and_cpu(round, |i| {
                         let lock = store
                             .get_lock(&name(distinct, r, i), Some(Duration::from_secs(60)))
                             .unwrap();
                         store.unlock(&lock).unwrap();
-                    })
+                    });
+                    lockmgr_cpu.push(cpu);
+                    rate
                 },
             );
             println!(
-                "| {} | {workload} | {f:.0} | {o:.0} | {:.2}× |",
+                "| {} | {workload} | {f:.0} | {o:.0} | {:.2}× | {:.0} µs | {:.0} µs |",
                 target.label,
-                o / f
+                o / f,
+                median(&mut floor_cpu),
+                median(&mut lockmgr_cpu),
             );
         }
     }
@@ -249,6 +263,36 @@ fn rate(duration: Duration, mut cycle: impl FnMut(usize)) -> f64 {
         n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// [`rate`], and the CPU time this process spent per cycle, in microseconds (user +
+/// system, all threads: lockmgr's watchdog and pool included). On a shared machine
+/// CPU time varies much less than wall time: it tells the client's own cost apart
+/// from the time spent waiting for the database.
+fn rate_and_cpu(duration: Duration, mut cycle: impl FnMut(usize)) -> (f64, f64) {
+    let (cpu_before, started) = (process_cpu(), Instant::now());
+    let mut n = 0;
+    while started.elapsed() < duration {
+        cycle(n);
+        n += 1;
+    }
+    let (wall, cpu) = (started.elapsed(), process_cpu() - cpu_before);
+    let n = n.max(1) as f64;
+    (n / wall.as_secs_f64(), cpu.as_secs_f64() * 1e6 / n)
+}
+
+/// CPU time (user + system) of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: `getrusage` fills the struct it is given; a zeroed `rusage` is valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Section: acquire + release with the store's background clean on (its default, every
