@@ -102,37 +102,40 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
 /// conflicting row even when its `WHERE` is false: on PostgreSQL every attempt that
 /// finds a live lock would take a row lock, which gives the transaction an id and a
 /// WAL record, so it ends in a durable commit (an fsync), and the holder's release
-/// waits behind it. Here a live row is only read: the insert skips it (`DO NOTHING`)
-/// and the update's condition is false before any lock is taken. An expired row is
-/// taken over by the update, which re-checks its condition on the latest version of
-/// the row (so of two takers, one wins). Both parts see the statement's snapshot:
-/// the update never sees the row the insert just added, and it is skipped when the
-/// insert took the name.
+/// waits behind it. Here the insert's one row is only produced when no live row is
+/// there (`WHERE NOT EXISTS`, a read): a live lock is answered by reading alone. An
+/// absent name is inserted; an expired row is taken over by the `ON CONFLICT` update,
+/// which re-checks its condition on the latest version of the row after locking it
+/// (so of two takers, one wins). Only a row that turns live between the check and the
+/// insert is locked, for this statement only, and then returns nothing.
 fn acquire(f: &Flavor) -> Sql {
-    let (t, now, columns) = (&f.table, f.now, f.columns());
-    let inserted = f.insert_row("").text(&format!(
-        " ON CONFLICT (name) DO NOTHING RETURNING{columns}"
-    ));
-    let update = Sql::new(&format!("UPDATE {t} SET owner = "))
-        .bind(Slot::Owner)
-        .text(", locked_by = ")
-        .bind(Slot::LockedBy)
-        .text(", lock_process = ")
-        .bind(Slot::LockProcess)
-        .text(", locked_until = ");
-    let update = f.expiry(update).text(&format!(
-        ", created_at = {now}, updated_at = {now}, fence = {}, waiters = false WHERE",
+    let (t, now) = (&f.table, f.now);
+    let sql = Sql::new(&format!(
+        "INSERT INTO {t} AS l \
+         (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence) \
+         SELECT "
+    ))
+    .bind(Slot::Name)
+    .text(", ")
+    .bind(Slot::Owner)
+    .text(", ")
+    .bind(Slot::LockedBy)
+    .text(", ")
+    .bind(Slot::LockProcess)
+    .text(", ");
+    let sql = f.expiry(sql).text(&format!(
+        ", {now}, {now}, {} WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE",
         f.next_fence
     ));
-    // `NOT EXISTS`: when the insert took the name, the update does not even look.
-    let taken_over = f.name_is(update).text(&format!(
-        " AND locked_until <= {now} AND NOT EXISTS (SELECT 1 FROM inserted) RETURNING{columns}"
-    ));
-    Sql::new("WITH inserted AS (")
-        .then(&inserted)
-        .text("), taken_over AS (")
-        .then(&taken_over)
-        .text(") SELECT * FROM inserted UNION ALL SELECT * FROM taken_over")
+    f.name_is(sql).text(&format!(
+        " AND {}) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+         locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
+         locked_until = excluded.locked_until, created_at = excluded.created_at, \
+         updated_at = excluded.updated_at, fence = excluded.fence, waiters = false \
+         WHERE l.locked_until <= {now} RETURNING{}",
+        f.live(),
+        f.columns()
+    ))
 }
 
 impl LockConn for PgConnection {
