@@ -109,33 +109,15 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
 /// (so of two takers, one wins). Only a row that turns live between the check and the
 /// insert is locked, for this statement only, and then returns nothing.
 fn acquire(f: &Flavor) -> Sql {
-    let (t, now) = (&f.table, f.now);
-    let sql = Sql::new(&format!(
-        "INSERT INTO {t} AS l \
-         (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence) \
-         SELECT "
-    ))
-    .bind(Slot::Name)
-    .text(", ")
-    .bind(Slot::Owner)
-    .text(", ")
-    .bind(Slot::LockedBy)
-    .text(", ")
-    .bind(Slot::LockProcess)
-    .text(", ");
-    let sql = f.expiry(sql).text(&format!(
-        ", {now}, {now}, {} WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE",
-        f.next_fence
+    let sql = f.row_values(f.insert_into(" AS l").text("SELECT "));
+    let sql = sql.text(&format!(
+        " WHERE NOT EXISTS (SELECT 1 FROM {} WHERE",
+        f.table
     ));
-    f.name_is(sql).text(&format!(
-        " AND {}) ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-         locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
-         locked_until = excluded.locked_until, created_at = excluded.created_at, \
-         updated_at = excluded.updated_at, fence = excluded.fence, waiters = false \
-         WHERE l.locked_until <= {now} RETURNING{}",
-        f.live(),
-        f.columns()
-    ))
+    // A new holder has no waiters yet (see the migration).
+    f.name_is(sql)
+        .text(&format!(" AND {})", f.live()))
+        .text(&f.take_over_expired(", waiters = false"))
 }
 
 impl LockConn for PgConnection {

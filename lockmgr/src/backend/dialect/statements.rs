@@ -137,23 +137,49 @@ impl Flavor {
 
     /// `INSERT INTO <table><alias> (…) VALUES (…)`: a new row for an acquisition.
     pub(crate) fn insert_row(&self, alias: &str) -> Sql {
-        let sql = Sql::new(&format!(
+        self.row_values(self.insert_into(alias).text("VALUES ("))
+            .text(")")
+    }
+
+    /// `INSERT INTO <table><alias> (<the columns of a new row>) `.
+    pub(crate) fn insert_into(&self, alias: &str) -> Sql {
+        Sql::new(&format!(
             "INSERT INTO {}{alias} \
-             (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence) \
-             VALUES (",
+             (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence) ",
             self.table
         ))
-        .bind(Slot::Name)
-        .text(", ")
-        .bind(Slot::Owner)
-        .text(", ")
-        .bind(Slot::LockedBy)
-        .text(", ")
-        .bind(Slot::LockProcess)
-        .text(", ");
+    }
+
+    /// The values of a new row, in the order of [`insert_into`](Flavor::insert_into)'s
+    /// columns, comma-separated.
+    pub(crate) fn row_values(&self, sql: Sql) -> Sql {
+        let sql = sql
+            .bind(Slot::Name)
+            .text(", ")
+            .bind(Slot::Owner)
+            .text(", ")
+            .bind(Slot::LockedBy)
+            .text(", ")
+            .bind(Slot::LockProcess)
+            .text(", ");
         let now = self.now;
         self.expiry(sql)
-            .text(&format!(", {now}, {now}, {})", self.next_fence))
+            .text(&format!(", {now}, {now}, {}", self.next_fence))
+    }
+
+    /// `ON CONFLICT … DO UPDATE … RETURNING …` after an insert into `<table> AS l`: the
+    /// existing row is taken over (with `extra_set` added to its `SET`) only if it has
+    /// expired; a live one makes the statement return nothing.
+    pub(crate) fn take_over_expired(&self, extra_set: &str) -> String {
+        format!(
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
+             locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
+             locked_until = excluded.locked_until, created_at = excluded.created_at, \
+             updated_at = excluded.updated_at, fence = excluded.fence{extra_set} \
+             WHERE l.locked_until <= {} RETURNING{}",
+            self.now,
+            self.columns()
+        )
     }
 
     /// `DELETE FROM <table> WHERE name = ?`.
@@ -287,15 +313,7 @@ impl Statements {
 /// it never raises a unique violation. (PostgreSQL has its own, which does not lock
 /// a live row: see `postgres.rs`.)
 fn upsert(f: &Flavor) -> Sql {
-    let now = f.now;
-    f.insert_row(" AS l").text(&format!(
-        " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
-         locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
-         locked_until = excluded.locked_until, created_at = excluded.created_at, \
-         updated_at = excluded.updated_at, fence = excluded.fence \
-         WHERE l.locked_until <= {now} RETURNING{}",
-        f.columns()
-    ))
+    f.insert_row(" AS l").text(&f.take_over_expired(""))
 }
 
 /// Extend the expiry of a name's row: never shortened, unless made "never expires";
