@@ -31,7 +31,13 @@ fn main() {
             #[cfg(feature = "mysql")]
             println!("mysql::restart_under_load: test");
         }
-        _ => parent(),
+        // As libtest does: the first argument that is not an option filters the tests
+        // by name (`cargo test --test multiprocess mysql`).
+        _ => parent(
+            args.iter()
+                .find(|arg| !arg.starts_with('-'))
+                .map(String::as_str),
+        ),
     }
 }
 
@@ -51,9 +57,12 @@ const TESTS: [BackendTest; 3] = [
     ),
 ];
 
-fn parent() {
+fn parent(filter: Option<&str>) {
     let mut failures = Vec::new();
     let mut run = |label: String, test: &dyn Fn()| {
+        if filter.is_some_and(|filter| !label.contains(filter)) {
+            return;
+        }
         let started = Instant::now();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test));
         let status = if outcome.is_ok() { "ok" } else { "FAILED" };
