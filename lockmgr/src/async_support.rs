@@ -141,29 +141,6 @@ where
     blocking::unblock(work).detach();
 }
 
-/// A minimal executor for tests: poll `future` on this thread, parking between polls.
-#[cfg(test)]
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Wake, Waker};
-
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +148,7 @@ mod tests {
     #[test]
     fn sleep_completes_after_its_delay_on_any_executor() {
         let started = Instant::now();
-        block_on(sleep(Duration::from_millis(50)));
+        futures_lite::future::block_on(sleep(Duration::from_millis(50)));
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(50), "{took:?}");
         assert!(took < Duration::from_secs(5), "{took:?}");
@@ -180,7 +157,9 @@ mod tests {
     #[test]
     fn without_a_runtime_blocking_work_runs_on_a_pool() {
         let here = std::thread::current().id();
-        let ran_on = block_on(run_blocking(move || std::thread::current().id())).unwrap();
+        let ran_on =
+            futures_lite::future::block_on(run_blocking(move || std::thread::current().id()))
+                .unwrap();
         assert_ne!(ran_on, here);
     }
 

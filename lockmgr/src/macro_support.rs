@@ -460,7 +460,7 @@ mod tests {
             .get_lock("busy", Some(Duration::from_millis(200)))
             .unwrap();
         let started = std::time::Instant::now();
-        let guard = crate::async_support::block_on(acquire_async(
+        let guard = futures_lite::future::block_on(acquire_async(
             given_store(&store),
             format_args!("busy"),
             &WAITS,
@@ -472,7 +472,7 @@ mod tests {
             started.elapsed()
         );
         assert!(guard.fence() > held.fence);
-        let skip = crate::async_support::block_on(acquire_or_skip_async(
+        let skip = futures_lite::future::block_on(acquire_or_skip_async(
             given_store(&store),
             format_args!("busy"),
             &SKIPS,

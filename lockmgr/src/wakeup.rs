@@ -302,7 +302,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             waker.wake("f");
         });
-        crate::async_support::block_on(ticket.released());
+        futures_lite::future::block_on(ticket.released());
         thread.join().unwrap();
     }
 }

@@ -175,3 +175,56 @@ fn the_checker_sees_use_lines_inline_paths_and_re_exports() {
     );
     assert!(crate_paths("/// see [`x`](crate::builder::LockMgr)", &exports).is_empty());
 }
+
+/// Every import between two different top-level modules: (from, to).
+fn module_edges() -> BTreeSet<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let exports = re_exports(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let mut files = Vec::new();
+    source_files(&src, &mut files);
+    let mut edges = BTreeSet::new();
+    for file in &files {
+        let from = module_of(&src, file);
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            for to in crate_paths(line, &exports) {
+                if to != from {
+                    edges.insert((from.clone(), to));
+                }
+            }
+        }
+    }
+    edges
+}
+
+/// Within a layer too, imports go one way (tests' imports included): no module reaches
+/// itself through others.
+#[test]
+fn no_modules_import_each_other_in_a_loop() {
+    let edges = module_edges();
+    let next = |module: &str| -> Vec<String> {
+        edges
+            .iter()
+            .filter(|(from, _)| from == module)
+            .map(|(_, to)| to.clone())
+            .collect()
+    };
+    for (start, _) in &edges {
+        // Every module reachable from `start`, each followed once.
+        let mut seen = BTreeSet::new();
+        let mut queue = vec![vec![start.clone()]];
+        while let Some(path) = queue.pop() {
+            for to in next(path.last().unwrap()) {
+                let mut longer = path.clone();
+                longer.push(to.clone());
+                assert!(
+                    &to != start,
+                    "modules import in a loop: {}",
+                    longer.join(" → ")
+                );
+                if seen.insert(to) {
+                    queue.push(longer);
+                }
+            }
+        }
+    }
+}

@@ -302,7 +302,7 @@ mod tests {
         let err = store.lock_mgr("held").wait(wait).acquire().unwrap_err();
         assert!(err.is_locked() && started.elapsed() >= wait, "{err}");
         let started = Instant::now();
-        let err = crate::async_support::block_on(store.lock_mgr("held").wait(wait).acquire_async())
+        let err = futures_lite::future::block_on(store.lock_mgr("held").wait(wait).acquire_async())
             .unwrap_err();
         assert!(err.is_locked() && started.elapsed() >= wait, "{err}");
     }

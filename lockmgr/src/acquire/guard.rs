@@ -343,7 +343,7 @@ mod tests {
         let (_dir, store) = store();
         let mut guard = store.lock_mgr("a").acquire().unwrap();
         guard.lock("a:extra").unwrap();
-        crate::async_support::block_on(guard.unlock_async()).unwrap();
+        futures_lite::future::block_on(guard.unlock_async()).unwrap();
         assert!(guard.is_released());
         assert!(!store.is_locked("a").unwrap() && !store.is_locked("a:extra").unwrap());
         assert_eq!(
@@ -352,7 +352,7 @@ mod tests {
             "still listed after the release"
         );
         // Twice is fine, and so is the drop after it.
-        crate::async_support::block_on(guard.unlock_async()).unwrap();
+        futures_lite::future::block_on(guard.unlock_async()).unwrap();
         guard.unlock().unwrap();
     }
 

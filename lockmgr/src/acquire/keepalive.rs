@@ -355,7 +355,7 @@ mod tests {
         assert!(signal.is_lost());
 
         let signal = signal_with_deadline(Duration::from_millis(200));
-        crate::async_support::block_on(signal.lost());
+        futures_lite::future::block_on(signal.lost());
         assert!(signal.is_lost());
     }
 
