@@ -89,6 +89,50 @@ fn expired_lock_is_free_and_taken_over(db: &TestDb) {
     assert!(!new.expired());
 }
 
+/// An acquisition reads back only what the database decides (fence, expiry, the time
+/// taken) and fills in the rest from what it wrote: the lock it returns is its row, on
+/// a new name and on an expired row taken over, and its owner token is the row's (an
+/// owner-checked release finds it).
+fn acquired_lock_is_its_row(db: &TestDb) {
+    let store = db.store();
+    let same = |acquired: &lockmgr::Lock| {
+        let row = store.find_lock(&acquired.name).unwrap().unwrap();
+        assert_eq!(
+            (
+                &row.name,
+                &row.locked_by,
+                row.lock_process,
+                row.locked_until,
+                row.created_at,
+                row.updated_at,
+                row.fence
+            ),
+            (
+                &acquired.name,
+                &acquired.locked_by,
+                acquired.lock_process,
+                acquired.locked_until,
+                acquired.created_at,
+                acquired.updated_at,
+                acquired.fence
+            )
+        );
+        assert_eq!(acquired.lock_process, Some(i64::from(std::process::id())));
+        assert!(acquired.locked_until.unwrap() > acquired.created_at);
+    };
+    let new = store.get_lock("row:new", MINUTE).unwrap();
+    same(&new);
+    assert!(store.unlock(&new).unwrap());
+
+    let old = store.get_lock("row:taken-over", millis(200)).unwrap();
+    wait_until_free(&store, "row:taken-over");
+    let taken = store.get_lock("row:taken-over", MINUTE).unwrap();
+    same(&taken);
+    assert!(taken.fence > old.fence);
+    assert!(!store.unlock(&old).unwrap());
+    assert!(store.unlock(&taken).unwrap());
+}
+
 fn never_expiring_locks_survive_clean(db: &TestDb) {
     let store = db.store();
     let none = store.get_lock("seed:none", None).unwrap();
@@ -780,6 +824,7 @@ testkit::backend_tests!(
     is_locked_true_and_false,
     lock_unlock_lock_unlock,
     expired_lock_is_free_and_taken_over,
+    acquired_lock_is_its_row,
     never_expiring_locks_survive_clean,
     guard_releases_on_exit_and_after_error,
     guard_releases_during_panic,

@@ -75,6 +75,38 @@ impl From<NaiveRow> for LockRow {
     }
 }
 
+/// What an acquisition reads back of the row it wrote ([`statements::TAKEN_COLUMNS`]),
+/// on a backend with naive UTC times.
+#[derive(QueryableByName)]
+#[allow(dead_code)] // unused in a build with PostgreSQL alone
+pub(crate) struct NaiveTaken {
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+    #[diesel(sql_type = Nullable<Timestamp>)]
+    locked_until: Option<NaiveDateTime>,
+    #[diesel(sql_type = Timestamp)]
+    created_at: NaiveDateTime,
+}
+
+impl From<NaiveTaken> for Taken {
+    fn from(r: NaiveTaken) -> Taken {
+        Taken {
+            fence: r.fence,
+            locked_until: r.locked_until.map(|t| t.and_utc()),
+            created_at: r.created_at.and_utc(),
+        }
+    }
+}
+
+/// The columns an acquisition reads back of the row it wrote. The others are the
+/// values it wrote, and `created_at` is the database clock of its statement, so the
+/// whole row needs no more from the database.
+pub(crate) struct Taken {
+    pub(crate) fence: i64,
+    pub(crate) locked_until: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
 /// The one column of a `SELECT <naive UTC time> AS value` query.
 #[derive(QueryableByName)]
 #[allow(dead_code)] // unused in a build with PostgreSQL alone
@@ -121,6 +153,21 @@ pub(crate) struct AcquireRequest<'a> {
 }
 
 impl AcquireRequest<'_> {
+    /// The row this acquisition wrote, from what it read back.
+    pub(super) fn row(&self, taken: Taken) -> LockRow {
+        LockRow {
+            name: self.name.to_string(),
+            owner: self.owner.to_string(),
+            locked_by: self.locked_by.to_string(),
+            lock_process: self.lock_process,
+            locked_until: taken.locked_until,
+            created_at: taken.created_at,
+            updated_at: taken.created_at,
+            fence: taken.fence,
+            db_now: taken.created_at,
+        }
+    }
+
     fn values(&self) -> Values<'_> {
         Values {
             name: self.name,
@@ -204,6 +251,10 @@ pub(crate) trait LockConn {
     /// Run a statement that returns lock rows.
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>>;
 
+    /// Run an acquisition's statement, which returns the [`Taken`] columns of the row
+    /// it wrote, or nothing.
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>>;
+
     /// Run a statement that returns one boolean `value`.
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool>;
 
@@ -225,7 +276,9 @@ pub(crate) trait LockConn {
         sql: &Statements,
         req: &AcquireRequest<'_>,
     ) -> QueryResult<Option<LockRow>> {
-        self.one(sql.acquire.with(req.values()))
+        Ok(self
+            .taken(sql.acquire.with(req.values()))?
+            .map(|taken| req.row(taken)))
     }
 
     /// The row of `name`, live or expired. With `waiting`, also mark the row as
@@ -413,6 +466,17 @@ where
     for<'b> Bound<'b>: LoadQuery<'b, C, R>,
 {
     Ok(stmt.load::<R>(conn)?.into_iter().map(Into::into).collect())
+}
+
+/// The row of an acquisition's `stmt`, read as `R`: the first, after stepping the
+/// statement to its end (see SQLite's [`LockConn::one`]).
+fn load_taken<C, R>(conn: &mut C, stmt: Bound<'_>) -> QueryResult<Option<Taken>>
+where
+    C: Connection,
+    R: Into<Taken>,
+    for<'b> Bound<'b>: LoadQuery<'b, C, R>,
+{
+    Ok(stmt.load::<R>(conn)?.into_iter().next().map(Into::into))
 }
 
 /// The first row of `stmt` (the others are not read), read as `R`.

@@ -30,8 +30,8 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql};
 use super::{
-    first_row, load_flag, load_naive_time, load_rows, load_texts, AcquireRequest, LockConn,
-    NaiveRow, RenewRequest,
+    first_row, load_flag, load_naive_time, load_rows, load_taken, load_texts, AcquireRequest,
+    LockConn, NaiveRow, NaiveTaken, RenewRequest, Taken,
 };
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
@@ -75,7 +75,8 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
     .map(|column| take(column))
     .collect();
     statements.acquire = f
-        .insert_row("")
+        .row_values(f.insert_into("").text("VALUES ("), now)
+        .text(")")
         .text(&format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")));
     // MySQL has no LIMIT in an IN subquery; a DELETE takes one of its own.
     statements.clean_expired_batch = Sql::new(&format!(
@@ -118,6 +119,10 @@ impl LockConn for MysqlConnection {
         load_rows::<_, NaiveRow>(self, stmt)
     }
 
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
+        load_taken::<_, NaiveTaken>(self, stmt)
+    }
+
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {
         load_flag(self, stmt)
     }
@@ -153,7 +158,9 @@ impl LockConn for MysqlConnection {
     ) -> QueryResult<Option<LockRow>> {
         self.write(sql.acquire.with(req.values()))?;
         // The owner token is fresh: the row carries it only if this call wrote it.
-        self.one(sql.find_owned.with(req.values()))
+        Ok(self
+            .taken(sql.find_taken.with(req.values()))?
+            .map(|taken| req.row(taken)))
     }
 
     /// Two round trips: the update, then (when it matched a row) a read of that row.

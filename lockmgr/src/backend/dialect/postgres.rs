@@ -10,7 +10,9 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql, Values};
-use super::{first_row, load_flag, load_rows, load_texts, LockConn, ReleaseRequest};
+use super::{
+    first_row, load_flag, load_rows, load_taken, load_texts, LockConn, ReleaseRequest, Taken,
+};
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
 use crate::database_url::Backend;
@@ -51,6 +53,27 @@ impl From<PgRow> for LockRow {
             updated_at: r.updated_at,
             fence: r.fence,
             db_now: r.db_now,
+        }
+    }
+}
+
+/// See [`Taken`].
+#[derive(QueryableByName)]
+struct PgTaken {
+    #[diesel(sql_type = BigInt)]
+    fence: i64,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    locked_until: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+}
+
+impl From<PgTaken> for Taken {
+    fn from(r: PgTaken) -> Taken {
+        Taken {
+            fence: r.fence,
+            locked_until: r.locked_until,
+            created_at: r.created_at,
         }
     }
 }
@@ -109,7 +132,7 @@ pub(super) fn own_statements(f: &Flavor, mut statements: Statements) -> Statemen
 /// (so of two takers, one wins). Only a row that turns live between the check and the
 /// insert is locked, for this statement only, and then returns nothing.
 fn acquire(f: &Flavor) -> Sql {
-    let sql = f.row_values(f.insert_into(" AS l").text("SELECT "));
+    let sql = f.row_values(f.insert_into(" AS l").text("SELECT "), f.now);
     let sql = sql.text(&format!(
         " WHERE NOT EXISTS (SELECT 1 FROM {} WHERE",
         f.table
@@ -127,6 +150,10 @@ impl LockConn for PgConnection {
 
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>> {
         load_rows::<_, PgRow>(self, stmt)
+    }
+
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
+        load_taken::<_, PgTaken>(self, stmt)
     }
 
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {

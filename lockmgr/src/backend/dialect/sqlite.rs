@@ -12,7 +12,10 @@ use diesel::sqlite::SqliteConnection;
 use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Bound;
-use super::{load_flag, load_naive_time, load_rows, load_texts, LockConn, NaiveRow};
+use super::{
+    load_flag, load_naive_time, load_rows, load_taken, load_texts, LockConn, NaiveRow, NaiveTaken,
+    Taken,
+};
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
 use crate::database_url::Backend;
@@ -32,6 +35,11 @@ impl LockConn for SqliteConnection {
 
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>> {
         load_rows::<_, NaiveRow>(self, stmt)
+    }
+
+    /// Steps to the end too, as [`one`](LockConn::one) does.
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
+        load_taken::<_, NaiveTaken>(self, stmt)
     }
 
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {

@@ -13,6 +13,11 @@ use super::stmt::{Slot, Sql};
 use crate::backend::table::{literal, TableName};
 use crate::database_url::Backend;
 
+/// What an acquisition reads back of the row it wrote: the rest (name, owner, who and
+/// which process) is what it wrote, and the row's `created_at` is the database clock
+/// of the statement (see [`Taken`](super::Taken)).
+pub(crate) const TAKEN_COLUMNS: &str = " fence, locked_until, created_at";
+
 /// The SQL pieces in which the backends differ.
 pub(crate) struct Flavor {
     pub(crate) backend: Backend,
@@ -93,20 +98,24 @@ impl Flavor {
                 .text(&format!("{base} + INTERVAL "))
                 .bind(slot)
                 .text(" MICROSECOND"),
-            // Times are text in one format: compute in it.
+            // Times are text in one format: compute in it. The modifier is
+            // `<seconds>.<6 digits> seconds`, written with integer arithmetic (a float
+            // format, `%.6f`, costs more than the rest of the expression).
             _ => sql
                 .text(&format!(
-                    "strftime('%Y-%m-%d %H:%M:%f', {base}, printf('%.6f seconds', "
+                    "strftime('%Y-%m-%d %H:%M:%f', {base}, printf('%d.%06d seconds', "
                 ))
                 .bind(slot)
-                .text(" / 1000000.0))"),
+                .text(" / 1000000, ")
+                .bind(slot)
+                .text(" % 1000000))"),
         }
     }
 
-    /// The expiry of `slot` from now: `NULL` (never) when the slot is `NULL`.
-    pub(crate) fn expiry(&self, sql: Sql) -> Sql {
+    /// The expiry of `slot` from `now`: `NULL` (never) when the slot is `NULL`.
+    pub(crate) fn expiry(&self, sql: Sql, now: &str) -> Sql {
         let sql = self.is_null(sql.text("CASE WHEN "), Slot::Expires);
-        self.plus(sql.text(" THEN NULL ELSE "), self.now, Slot::Expires)
+        self.plus(sql.text(" THEN NULL ELSE "), now, Slot::Expires)
             .text(" END")
     }
 
@@ -135,12 +144,6 @@ impl Flavor {
         }
     }
 
-    /// `INSERT INTO <table><alias> (…) VALUES (…)`: a new row for an acquisition.
-    pub(crate) fn insert_row(&self, alias: &str) -> Sql {
-        self.row_values(self.insert_into(alias).text("VALUES ("))
-            .text(")")
-    }
-
     /// `INSERT INTO <table><alias> (<the columns of a new row>) `.
     pub(crate) fn insert_into(&self, alias: &str) -> Sql {
         Sql::new(&format!(
@@ -150,9 +153,9 @@ impl Flavor {
         ))
     }
 
-    /// The values of a new row, in the order of [`insert_into`](Flavor::insert_into)'s
-    /// columns, comma-separated.
-    pub(crate) fn row_values(&self, sql: Sql) -> Sql {
+    /// The values of a new row taken at `now` (an expression for the database clock),
+    /// in the order of [`insert_into`](Flavor::insert_into)'s columns, comma-separated.
+    pub(crate) fn row_values(&self, sql: Sql, now: &str) -> Sql {
         let sql = sql
             .bind(Slot::Name)
             .text(", ")
@@ -162,23 +165,21 @@ impl Flavor {
             .text(", ")
             .bind(Slot::LockProcess)
             .text(", ");
-        let now = self.now;
-        self.expiry(sql)
+        self.expiry(sql, now)
             .text(&format!(", {now}, {now}, {}", self.next_fence))
     }
 
     /// `ON CONFLICT … DO UPDATE … RETURNING …` after an insert into `<table> AS l`: the
     /// existing row is taken over (with `extra_set` added to its `SET`) only if it has
-    /// expired; a live one makes the statement return nothing.
+    /// expired (by the new row's `created_at`, which is the statement's now); a live one
+    /// makes the statement return nothing. Returns the [`TAKEN_COLUMNS`].
     pub(crate) fn take_over_expired(&self, extra_set: &str) -> String {
         format!(
             " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, \
              locked_by = excluded.locked_by, lock_process = excluded.lock_process, \
              locked_until = excluded.locked_until, created_at = excluded.created_at, \
              updated_at = excluded.updated_at, fence = excluded.fence{extra_set} \
-             WHERE l.locked_until <= {} RETURNING{}",
-            self.now,
-            self.columns()
+             WHERE l.locked_until <= excluded.created_at RETURNING{TAKEN_COLUMNS}"
         )
     }
 
@@ -224,6 +225,10 @@ pub(crate) struct Statements {
     /// The row of a name if it carries an owner token (MySQL's read-back).
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) find_owned: Sql,
+    /// The [`TAKEN_COLUMNS`] of a name's row if it carries an owner token (MySQL's
+    /// read-back after an acquisition).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) find_taken: Sql,
     /// PostgreSQL: the row of a name, flagged as waited for.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) find_waiting: Option<Sql>,
@@ -264,6 +269,9 @@ impl Statements {
             acquire: upsert(&f),
             find: f.select_named(),
             find_owned: f.owner_is(f.select_named()),
+            find_taken: f.owner_is(f.name_is(Sql::new(&format!(
+                "SELECT{TAKEN_COLUMNS} FROM {t} WHERE"
+            )))),
             find_waiting: None,
             release_any: f.delete_named(),
             release_owned: f.owner_is(f.delete_named()),
@@ -310,10 +318,18 @@ impl Statements {
 
 /// One atomic statement: a plain insert, or — when the name exists — an update that
 /// only happens if the existing row has expired. A live row makes it return nothing;
-/// it never raises a unique violation. (PostgreSQL has its own, which does not lock
-/// a live row: see `postgres.rs`.)
+/// it never raises a unique violation. The database clock is read once, in a
+/// subquery (SQLite evaluates each `strftime(…, 'now')` of a statement anew, and
+/// formats its text each time). (PostgreSQL has its own, which does not lock a live
+/// row: see `postgres.rs`; MySQL has no `RETURNING`: see `mysql.rs`.)
 fn upsert(f: &Flavor) -> Sql {
-    f.insert_row(" AS l").text(&f.take_over_expired(""))
+    let sql = f.row_values(f.insert_into(" AS l").text("SELECT "), "clock.now");
+    // `WHERE true`: SQLite's parser needs it before `ON CONFLICT` after a `SELECT`.
+    sql.text(&format!(
+        " FROM (SELECT {} AS now) AS clock WHERE true",
+        f.now
+    ))
+    .text(&f.take_over_expired(""))
 }
 
 /// Extend the expiry of a name's row: never shortened, unless made "never expires";
