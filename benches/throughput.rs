@@ -539,7 +539,8 @@ fn fill(backend: Backend, url: &str, from: usize, to: usize) {
             "WITH RECURSIVE n(i) AS (SELECT {from} UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {to}) \
              INSERT INTO lockmgr_lock (name, owner, locked_by, created_at, updated_at, fence) \
              SELECT 'other:' || i, hex(randomblob(16)), 'bench', '2026-01-01 00:00:00.000', \
-             '2026-01-01 00:00:00.000', (SELECT value FROM lockmgr_fence) + 1 + i FROM n"
+             '2026-01-01 00:00:00.000', \
+             (SELECT fence FROM lockmgr_lock WHERE name = char(1) || 'last fence') + 1 + i FROM n"
         ),
     };
     match backend {

@@ -721,7 +721,13 @@ fn reset_locks_deletes_only_what_it_showed(db: &TestDb) {
 fn migrate_says_what_it_did(db: &TestDb) {
     // A fresh database: no table yet.
     let out = ok(lockmgr(db).arg("migrate"));
-    assert!(out.starts_with("Applied 1 migration: "), "{out}");
+    // SQLite has a second migration (its fence row).
+    let applied = if db.backend() == lockmgr::Backend::Sqlite {
+        "Applied 2 migrations: 20261127000000, 20261130000000."
+    } else {
+        "Applied 1 migration: 20261127000000."
+    };
+    assert!(out.starts_with(applied), "{out}");
     assert!(
         out.ends_with(".\nThe lock table lockmgr_lock is ready.\n"),
         "{out}"

@@ -232,18 +232,33 @@ fn a_database_migrated_by_lockmgr_0_1_is_taken_over(db: &TestDb) {
     conn.run(APP);
     conn.run(old_migrations(db.backend()));
     assert_eq!(conn.diesel_versions(), ["20260101000000", "20261127000000"]);
-    // A lock held meanwhile, in the table 0.1 made.
-    let held = LockStore::builder(db.url())
-        .migrate(false)
-        .open()
-        .unwrap()
-        .get_lock("kept", None)
-        .unwrap();
+    // A lock held meanwhile, in the table 0.1 made. On SQLite, taken as 0.1 took it
+    // (its fences came from a counter table, which a later migration folds into the
+    // lock table); elsewhere, the statements are still those of 0.1.
+    if db.backend() == Backend::Sqlite {
+        db.execute(
+            "INSERT INTO lockmgr_lock (name, owner, locked_by, lock_process, locked_until, \
+             created_at, updated_at, fence) VALUES ('kept', 'token-of-0.1', 'host', 1, NULL, \
+             strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'), \
+             (SELECT value + 1 FROM lockmgr_fence WHERE id = 1))",
+        );
+    } else {
+        LockStore::builder(db.url())
+            .migrate(false)
+            .open()
+            .unwrap()
+            .get_lock("kept", None)
+            .unwrap();
+    }
 
     let store = LockStore::open(db.url()).unwrap();
     assert!(store.migrate().unwrap().is_empty(), "nothing left to do");
     assert!(store.is_locked("kept").unwrap());
+    let held = store.find_lock("kept").unwrap().unwrap();
+    assert!(held.fence >= 1);
+    // The fences handed out before the upgrade are not handed out again.
     assert!(store.get_lock("new", None).unwrap().fence > held.fence);
+    assert_eq!(names(&store), ["kept", "new"]);
     assert_eq!(conn.diesel_versions(), ["20260101000000"]);
     assert_eq!(
         conn.count(
@@ -253,7 +268,7 @@ fn a_database_migrated_by_lockmgr_0_1_is_taken_over(db: &TestDb) {
     );
     // The application's ledger works again for the application.
     assert_eq!(conn.revert_last(APP), "20260101000000");
-    assert!(store.unlock(&held).unwrap());
+    assert!(store.unlock("kept").unwrap());
 }
 
 fn the_printed_sql_gives_a_table_used_without_migrating(db: &TestDb) {

@@ -442,7 +442,14 @@ fn fence_grows_across_all_locks(db: &TestDb) {
     // A take-over of an expired row also gets a larger fence.
     let old = store.get_lock("beyond:fence:x", millis(100)).unwrap();
     wait_until_free(&store, "beyond:fence:x");
-    assert!(store.get_lock("beyond:fence:x", None).unwrap().fence > old.fence.max(last));
+    let taken = store.get_lock("beyond:fence:x", None).unwrap();
+    assert!(taken.fence > old.fence.max(last));
+    // Removing every lock, expired or not, does not start the fences again (on SQLite
+    // the last fence lives in a row of the lock table, which these leave alone).
+    assert_eq!(store.clean_locks().unwrap(), 0);
+    assert_eq!(store.reset_locks().unwrap(), 1);
+    assert!(store.list_locks().unwrap().is_empty());
+    assert!(store.get_lock("beyond:fence:0", None).unwrap().fence > taken.fence);
 }
 
 fn list_locks_shows_live_locks_only(db: &TestDb) {

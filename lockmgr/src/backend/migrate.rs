@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::dialect::LockConn;
-use super::table::{literal, quote, TableName};
+use super::table::{literal, quote, TableName, FENCE_ROW};
 use crate::database_url::Backend;
 
 /// One migration: its version (as diesel recorded it before lockmgr had a ledger of
@@ -41,12 +41,20 @@ fn migrations(backend: Backend) -> &'static [Migration] {
                 "../../migrations/mysql/2026-11-27-000000_lockmgr_create_locks/up.sql"
             ),
         }],
-        _ => &[Migration {
-            version: "20261127000000",
-            up: include_str!(
-                "../../migrations/sqlite/2026-11-27-000000_lockmgr_create_locks/up.sql"
-            ),
-        }],
+        _ => &[
+            Migration {
+                version: "20261127000000",
+                up: include_str!(
+                    "../../migrations/sqlite/2026-11-27-000000_lockmgr_create_locks/up.sql"
+                ),
+            },
+            Migration {
+                version: "20261130000000",
+                up: include_str!(
+                    "../../migrations/sqlite/2026-11-30-000000_lockmgr_fence_row/up.sql"
+                ),
+            },
+        ],
     }
 }
 
@@ -108,6 +116,7 @@ fn render(template: &str, backend: Backend, table: &TableName) -> String {
             "fence_trigger" => q(&table.trigger("_fence")),
             "fence_insert_trigger" => q(&table.trigger("_fence_insert")),
             "fence_update_trigger" => q(&table.trigger("_fence_update")),
+            "fence_row" => FENCE_ROW.to_string(),
             "ledger" => q(&table.ledger()),
             // Not a name of ours (none of the templates has one): kept as written.
             other => format!("{{{other}}}"),
@@ -309,10 +318,12 @@ mod tests {
         assert!(
             pg.contains("CREATE TRIGGER \"lockmgr_lock_release\" AFTER DELETE ON \"lockmgr_lock\"")
         );
+        // SQLite's fence table of 0.1 is created, then folded into the lock table.
         let sqlite = script(Backend::Sqlite, &TableName::default());
         assert!(
             sqlite.contains("CREATE TABLE \"lockmgr_fence\""),
             "{sqlite}"
         );
+        assert!(sqlite.contains("DROP TABLE \"lockmgr_fence\""), "{sqlite}");
     }
 }

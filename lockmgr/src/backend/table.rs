@@ -17,6 +17,12 @@ pub const DEFAULT_TABLE: &str = "lockmgr_lock";
 /// The longest table name taken, `schema.` included.
 const MAX_LEN: usize = 48;
 
+/// SQLite: the name of the fence row, the lock table's row that holds the last fence
+/// handed out (see the SQLite migration `lockmgr_fence_row`), as a SQL expression. It
+/// starts with a control character, which [`validate_name`](crate::validate_name)
+/// refuses in a lock name: no lock can be called that.
+pub(crate) const FENCE_ROW: &str = "(char(1) || 'last fence')";
+
 /// A valid lock table name: `table` or `schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TableName {
@@ -97,7 +103,8 @@ impl TableName {
         self.sibling(format!("{}_fence_seq", self.table))
     }
 
-    /// SQLite and MySQL: the one-row table holding the last fence handed out.
+    /// MySQL (and SQLite before its second migration): the one-row table holding the
+    /// last fence handed out.
     pub(crate) fn fence_table(&self) -> TableName {
         if self.is_default() {
             return self.sibling("lockmgr_fence".to_string());

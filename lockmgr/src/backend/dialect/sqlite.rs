@@ -1,7 +1,7 @@
 //! SQLite: times are UTC text `YYYY-MM-DD HH:MM:SS.SSS` and "now" is
 //! `strftime(…, 'now')` — the clock of the process running the statement. Fences come
-//! from a one-row table (`lockmgr_fence`, or `<table>_fence`), moved forward by
-//! triggers.
+//! from the fence row of the lock table itself (see `FENCE_ROW`), moved forward by
+//! triggers: an acquisition writes one page, where a separate counter table made two.
 //!
 //! Every write is a single statement or runs in `BEGIN IMMEDIATE`, so a writer waits
 //! for the write lock (`busy_timeout`) instead of failing with "database is locked".

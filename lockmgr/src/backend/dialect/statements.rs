@@ -10,7 +10,7 @@
 //! acquire without `RETURNING`) is built in its own file from the same pieces.
 
 use super::stmt::{Slot, Sql};
-use crate::backend::table::{literal, TableName};
+use crate::backend::table::{literal, TableName, FENCE_ROW};
 use crate::database_url::Backend;
 
 /// What an acquisition reads back of the row it wrote: the rest (name, owner, who and
@@ -44,8 +44,8 @@ impl Flavor {
             // The trigger sets it (see the migration).
             Backend::Mysql => "0".to_string(),
             _ => format!(
-                "(SELECT value + 1 FROM {} WHERE id = 1)",
-                table.fence_table().quoted(backend)
+                "(SELECT fence + 1 FROM {} WHERE name = {FENCE_ROW})",
+                table.quoted(backend)
             ),
         };
         Flavor {
@@ -63,6 +63,15 @@ impl Flavor {
              fence, {} AS db_now",
             self.now
         )
+    }
+
+    /// The row is a lock: SQLite's table also holds the fence row (see
+    /// [`FENCE_ROW`]), which statements over the whole table leave alone.
+    fn locks_only(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("name <> {FENCE_ROW}"),
+            _ => "true".to_string(),
+        }
     }
 
     /// The row has not expired.
@@ -284,12 +293,13 @@ impl Statements {
                 .name_is(Sql::new(&format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE")))
                 .text(&format!(" AND {}) AS value", f.live())),
             list_live: Sql::new(&format!(
-                "SELECT{} FROM {t} WHERE {} ORDER BY name",
+                "SELECT{} FROM {t} WHERE {} AND {} ORDER BY name",
                 f.columns(),
-                f.live()
+                f.live(),
+                f.locks_only()
             )),
             clean_expired: Sql::new(&format!("DELETE FROM {t} WHERE locked_until <= {now}")),
-            delete_all: Sql::new(&format!("DELETE FROM {t}")),
+            delete_all: Sql::new(&format!("DELETE FROM {t} WHERE {}", f.locks_only())),
             clean_expired_batch: Sql::new(&format!(
                 "DELETE FROM {t} WHERE name IN (SELECT name FROM {t} WHERE locked_until <= {now} LIMIT "
             ))
@@ -374,10 +384,9 @@ mod tests {
             .shown()
             .contains("nextval('\"ops\".\"jobs_fence_seq\"')"));
         let sqlite = Statements::new(Backend::Sqlite, &TableName::default());
-        assert!(sqlite
-            .acquire
-            .shown()
-            .contains("(SELECT value + 1 FROM \"lockmgr_fence\" WHERE id = 1)"));
+        assert!(sqlite.acquire.shown().contains(
+            "(SELECT fence + 1 FROM \"lockmgr_lock\" WHERE name = (char(1) || 'last fence'))"
+        ));
         assert_eq!(
             sqlite.release_if_expired.shown(),
             "DELETE FROM \"lockmgr_lock\" WHERE name = ? AND \
