@@ -21,8 +21,9 @@ pub fn braces(n: u8) -> std::result::Result<String, Box<dyn std::error::Error + 
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     let n = 3;
     assert_eq!(unsafe { unsafe_job(&n) }.unwrap(), &3);
     assert_eq!(braces(5).unwrap(), "braces:{5}");

@@ -8,8 +8,9 @@ async fn refresh(user: String) -> lockmgr::Result<usize> {
 
 #[tokio::main]
 async fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     // The future is Send + 'static: it can be spawned.
     let len = tokio::spawn(refresh("ada".to_string())).await.unwrap();
     assert_eq!(len.unwrap(), 3);

@@ -6,7 +6,8 @@ fn migrate() -> lockmgr::Result<bool> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     assert!(migrate().unwrap(), "expires = 0 never expires");
 }

@@ -14,8 +14,9 @@ impl Counter {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    let mut counter = Counter { store: db.store(), count: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let mut counter = Counter { store: store.clone(), count: 0 };
     counter.bump().unwrap();
     assert_eq!(counter.bump().unwrap(), 2);
 }

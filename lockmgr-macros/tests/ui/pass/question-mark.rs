@@ -28,8 +28,9 @@ fn parse(input: &str) -> Result<u32, Error> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     assert!(matches!(parse("x"), Err(Error::Parse(_))));
     assert_eq!(parse("0").unwrap(), 1);
     assert_eq!(parse("5").unwrap(), 5);

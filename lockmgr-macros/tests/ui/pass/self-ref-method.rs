@@ -12,7 +12,8 @@ impl Reports {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    let reports = Reports { store: db.store() };
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let reports = Reports { store: store.clone() };
     assert!(reports.build(3).unwrap());
 }

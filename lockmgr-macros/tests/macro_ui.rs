@@ -3,7 +3,8 @@
 //! cases in `tests/ui/pass/` compile and run.
 //!
 //! The snapshots follow the compiler's wording: after a toolchain update, regenerate
-//! them with `TRYBUILD=overwrite cargo test --test macro_ui` and review the diff.
+//! them with `TRYBUILD=overwrite cargo test -p lockmgr-macros --test macro_ui` and review
+//! the diff.
 
 #[test]
 fn ui() {

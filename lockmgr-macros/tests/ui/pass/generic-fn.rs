@@ -17,8 +17,9 @@ fn with_impl_trait(key: impl Display + Copy) -> lockmgr::Result<String> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     assert_eq!(process("a", &[1, 2, 3]).unwrap(), 3);
     assert_eq!(process(7u8, &["x"]).unwrap(), 1);
     assert_eq!(with_impl_trait(5).unwrap(), "5");

@@ -31,8 +31,9 @@ fn skipper() -> MyResult<Option<u32>> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     job().unwrap();
     assert_eq!(count(3).unwrap(), 3);
     assert_eq!(skipper().unwrap(), Some(1));

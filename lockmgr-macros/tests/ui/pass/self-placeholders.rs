@@ -39,8 +39,9 @@ impl Pair {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     let mut account = Account { id: 7, region: "eu" };
     assert_eq!(account.sync().unwrap(), "account:eu/7");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

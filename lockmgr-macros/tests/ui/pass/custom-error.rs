@@ -21,8 +21,9 @@ pub fn bill() -> Result<(), AppError> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     bill().unwrap();
     let _held = lockmgr::get_lock("billing", None).unwrap();
     assert!(matches!(bill(), Err(AppError::Busy(name)) if name == "billing"));

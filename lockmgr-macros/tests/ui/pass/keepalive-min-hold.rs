@@ -11,8 +11,9 @@ fn run(job: &str) -> lockmgr::Result<bool> {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     assert!(run("hourly").unwrap(), "keep-alive held the lock through the body");
     let again = run("hourly").unwrap_err();
     assert!(again.is_locked(), "min_hold keeps the lock after the call: {again}");

@@ -38,8 +38,9 @@ fn declared(name: &str) -> &'static lockmgr::DeclaredLock {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    lockmgr::set_default_store(db.store());
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    lockmgr::set_default_store(store.clone());
     ints().unwrap();
     units().unwrap();
     consts().unwrap();

@@ -18,8 +18,9 @@ impl Importer {
 }
 
 fn main() {
-    let db = testkit::TestDb::sqlite();
-    let mut importer = Importer { store: db.store() };
+    let dir = tempfile::tempdir().unwrap();
+    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let mut importer = Importer { store: store.clone() };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         assert_eq!(importer.import("csv").await.unwrap(), "CSV");
