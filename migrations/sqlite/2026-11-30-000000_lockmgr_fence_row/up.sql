@@ -7,11 +7,13 @@
 -- a sixth of an acquisition's time.
 --
 -- The fence row never expires (locked_until is NULL), so expired-lock cleanup
--- never removes it; listing and resetting the locks skip it.
+-- never removes it; listing and resetting the locks skip it. It starts from the
+-- counter, and never below a fence a lock row already has.
 INSERT INTO {table} (name, owner, locked_by, lock_process, locked_until, created_at, updated_at, fence)
 SELECT {fence_row}, '', 'lockmgr', NULL, NULL,
-       strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'), value
-FROM {fence_table} WHERE id = 1;
+       strftime('%Y-%m-%d %H:%M:%f', 'now'), strftime('%Y-%m-%d %H:%M:%f', 'now'),
+       max(coalesce((SELECT value FROM {fence_table} WHERE id = 1), 0),
+           coalesce((SELECT max(fence) FROM {table}), 0));
 
 DROP TRIGGER {fence_insert_trigger};
 DROP TRIGGER {fence_update_trigger};
