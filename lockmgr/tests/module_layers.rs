@@ -7,7 +7,7 @@
 //! through a re-export of `lib.rs` counts as the module it comes from) and fails on
 //! an import against that order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The layers, lowest first, and the top-level modules (files or folders of `src/`)
@@ -119,33 +119,56 @@ fn crate_paths(line: &str, exports: &HashMap<String, String>) -> Vec<String> {
     found
 }
 
-#[test]
-fn modules_import_only_their_own_layer_and_the_layers_below() {
+/// One `crate::` path of the library's source: where it is, and which top-level
+/// module uses which.
+struct Import {
+    /// The file, relative to `src/`, and the line number.
+    at: String,
+    from: String,
+    to: String,
+}
+
+/// Every `crate::` path in `src/**/*.rs`, in every file and line.
+fn imports() -> Vec<Import> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let exports = re_exports(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
     let mut files = Vec::new();
     source_files(&src, &mut files);
-    let mut wrong = BTreeSet::new();
-    let mut unplaced = BTreeSet::new();
+    let mut found = Vec::new();
     for file in &files {
         let from = module_of(&src, file);
+        for (number, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
+            for to in crate_paths(line, &exports) {
+                found.push(Import {
+                    at: format!(
+                        "{}:{}",
+                        file.strip_prefix(&src).unwrap().display(),
+                        number + 1
+                    ),
+                    from: from.clone(),
+                    to,
+                });
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_import_only_their_own_layer_and_the_layers_below() {
+    let mut wrong = BTreeSet::new();
+    let mut unplaced = BTreeSet::new();
+    for Import { at, from, to } in imports() {
         let Some(from_layer) = layer_of(&from) else {
             unplaced.insert(from);
             continue;
         };
-        for (number, line) in std::fs::read_to_string(file).unwrap().lines().enumerate() {
-            for to in crate_paths(line, &exports) {
-                let to_layer = layer_of(&to).unwrap();
-                if to_layer > from_layer && !KNOWN.contains(&(from.as_str(), to.as_str())) {
-                    wrong.insert(format!(
-                        "{}:{}: {from} ({}) uses {to} ({})",
-                        file.strip_prefix(&src).unwrap().display(),
-                        number + 1,
-                        LAYERS[from_layer].0,
-                        LAYERS[to_layer].0
-                    ));
-                }
-            }
+        let to_layer = layer_of(&to).unwrap();
+        if to_layer > from_layer && !KNOWN.contains(&(from.as_str(), to.as_str())) {
+            wrong.insert(format!(
+                "{at}: {from} ({}) uses {to} ({})",
+                LAYERS[from_layer].0, LAYERS[to_layer].0
+            ));
         }
     }
     assert!(
@@ -176,52 +199,31 @@ fn the_checker_sees_use_lines_inline_paths_and_re_exports() {
     assert!(crate_paths("/// see [`x`](crate::builder::LockMgr)", &exports).is_empty());
 }
 
-/// Every import between two different top-level modules: (from, to).
-fn module_edges() -> BTreeSet<(String, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let exports = re_exports(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
-    let mut files = Vec::new();
-    source_files(&src, &mut files);
-    let mut edges = BTreeSet::new();
-    for file in &files {
-        let from = module_of(&src, file);
-        for line in std::fs::read_to_string(file).unwrap().lines() {
-            for to in crate_paths(line, &exports) {
-                if to != from {
-                    edges.insert((from.clone(), to));
-                }
-            }
-        }
-    }
-    edges
-}
-
 /// Within a layer too, imports go one way (tests' imports included): no module reaches
 /// itself through others.
 #[test]
 fn no_modules_import_each_other_in_a_loop() {
-    let edges = module_edges();
-    let next = |module: &str| -> Vec<String> {
-        edges
-            .iter()
-            .filter(|(from, _)| from == module)
-            .map(|(_, to)| to.clone())
-            .collect()
-    };
-    for (start, _) in &edges {
-        // Every module reachable from `start`, each followed once.
+    // Each module → the other modules it imports.
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for Import { from, to, .. } in imports() {
+        if to != from {
+            edges.entry(from).or_default().insert(to);
+        }
+    }
+    for start in edges.keys() {
+        // Every module reachable from `start`, each followed once, with the path to it.
         let mut seen = BTreeSet::new();
         let mut queue = vec![vec![start.clone()]];
         while let Some(path) = queue.pop() {
-            for to in next(path.last().unwrap()) {
+            for to in edges.get(path.last().unwrap()).into_iter().flatten() {
                 let mut longer = path.clone();
                 longer.push(to.clone());
                 assert!(
-                    &to != start,
+                    to != start,
                     "modules import in a loop: {}",
                     longer.join(" → ")
                 );
-                if seen.insert(to) {
+                if seen.insert(to.clone()) {
                     queue.push(longer);
                 }
             }

@@ -153,9 +153,10 @@ pub(crate) struct AcquireRequest<'a> {
 }
 
 impl AcquireRequest<'_> {
-    /// The row this acquisition wrote, from what it read back.
-    pub(super) fn row(&self, taken: Taken) -> LockRow {
-        LockRow {
+    /// The row this acquisition wrote, from what it read back (`None`: it wrote none).
+    pub(super) fn row_of(&self, taken: Vec<Taken>) -> Option<LockRow> {
+        let taken = taken.into_iter().next()?;
+        Some(LockRow {
             name: self.name.to_string(),
             owner: self.owner.to_string(),
             locked_by: self.locked_by.to_string(),
@@ -165,7 +166,7 @@ impl AcquireRequest<'_> {
             updated_at: taken.created_at,
             fence: taken.fence,
             db_now: taken.created_at,
-        }
+        })
     }
 
     fn values(&self) -> Values<'_> {
@@ -252,8 +253,9 @@ pub(crate) trait LockConn {
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>>;
 
     /// Run an acquisition's statement, which returns the [`Taken`] columns of the row
-    /// it wrote, or nothing.
-    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>>;
+    /// it wrote, or no row. Every row is read: the statement is stepped to its end
+    /// (see SQLite's [`one`](LockConn::one)).
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<Taken>>;
 
     /// Run a statement that returns one boolean `value`.
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool>;
@@ -276,9 +278,7 @@ pub(crate) trait LockConn {
         sql: &Statements,
         req: &AcquireRequest<'_>,
     ) -> QueryResult<Option<LockRow>> {
-        Ok(self
-            .taken(sql.acquire.with(req.values()))?
-            .map(|taken| req.row(taken)))
+        Ok(req.row_of(self.taken(sql.acquire.with(req.values()))?))
     }
 
     /// The row of `name`, live or expired. With `waiting`, also mark the row as
@@ -458,25 +458,14 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The rows of `stmt`, read as `R`.
-fn load_rows<C, R>(conn: &mut C, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>>
+/// The rows of `stmt`, read as `R` and turned into `T` (a [`LockRow`], a [`Taken`]).
+fn load_rows<C, R, T>(conn: &mut C, stmt: Bound<'_>) -> QueryResult<Vec<T>>
 where
     C: Connection,
-    R: Into<LockRow>,
+    R: Into<T>,
     for<'b> Bound<'b>: LoadQuery<'b, C, R>,
 {
     Ok(stmt.load::<R>(conn)?.into_iter().map(Into::into).collect())
-}
-
-/// The row of an acquisition's `stmt`, read as `R`: the first, after stepping the
-/// statement to its end (see SQLite's [`LockConn::one`]).
-fn load_taken<C, R>(conn: &mut C, stmt: Bound<'_>) -> QueryResult<Option<Taken>>
-where
-    C: Connection,
-    R: Into<Taken>,
-    for<'b> Bound<'b>: LoadQuery<'b, C, R>,
-{
-    Ok(stmt.load::<R>(conn)?.into_iter().next().map(Into::into))
 }
 
 /// The first row of `stmt` (the others are not read), read as `R`.

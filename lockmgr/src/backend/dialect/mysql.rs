@@ -30,8 +30,8 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql};
 use super::{
-    first_row, load_flag, load_naive_time, load_rows, load_taken, load_texts, AcquireRequest,
-    LockConn, NaiveRow, NaiveTaken, RenewRequest, Taken,
+    first_row, load_flag, load_naive_time, load_rows, load_texts, AcquireRequest, LockConn,
+    NaiveRow, NaiveTaken, RenewRequest, Taken,
 };
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
@@ -116,11 +116,11 @@ impl LockConn for MysqlConnection {
     }
 
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>> {
-        load_rows::<_, NaiveRow>(self, stmt)
+        load_rows::<_, NaiveRow, _>(self, stmt)
     }
 
-    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
-        load_taken::<_, NaiveTaken>(self, stmt)
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<Taken>> {
+        load_rows::<_, NaiveTaken, _>(self, stmt)
     }
 
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {
@@ -158,9 +158,7 @@ impl LockConn for MysqlConnection {
     ) -> QueryResult<Option<LockRow>> {
         self.write(sql.acquire.with(req.values()))?;
         // The owner token is fresh: the row carries it only if this call wrote it.
-        Ok(self
-            .taken(sql.find_taken.with(req.values()))?
-            .map(|taken| req.row(taken)))
+        Ok(req.row_of(self.taken(sql.find_taken.with(req.values()))?))
     }
 
     /// Two round trips: the update, then (when it matched a row) a read of that row.

@@ -10,9 +10,7 @@ use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
 use super::statements::{Flavor, Statements};
 use super::stmt::{Bound, Slot, Sql, Values};
-use super::{
-    first_row, load_flag, load_rows, load_taken, load_texts, LockConn, ReleaseRequest, Taken,
-};
+use super::{first_row, load_flag, load_rows, load_texts, LockConn, ReleaseRequest, Taken};
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
 use crate::database_url::Backend;
@@ -149,11 +147,11 @@ impl LockConn for PgConnection {
     }
 
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>> {
-        load_rows::<_, PgRow>(self, stmt)
+        load_rows::<_, PgRow, _>(self, stmt)
     }
 
-    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
-        load_taken::<_, PgTaken>(self, stmt)
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<Taken>> {
+        load_rows::<_, PgTaken, _>(self, stmt)
     }
 
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {

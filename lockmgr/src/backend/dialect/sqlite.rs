@@ -13,8 +13,7 @@ use diesel::{QueryResult, RunQueryDsl};
 
 use super::stmt::Bound;
 use super::{
-    load_flag, load_naive_time, load_rows, load_taken, load_texts, LockConn, NaiveRow, NaiveTaken,
-    Taken,
+    load_flag, load_naive_time, load_rows, load_texts, LockConn, NaiveRow, NaiveTaken, Taken,
 };
 use crate::backend::migrate::{self, MigrationError};
 use crate::backend::table::TableName;
@@ -34,12 +33,11 @@ impl LockConn for SqliteConnection {
     }
 
     fn rows(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<LockRow>> {
-        load_rows::<_, NaiveRow>(self, stmt)
+        load_rows::<_, NaiveRow, _>(self, stmt)
     }
 
-    /// Steps to the end too, as [`one`](LockConn::one) does.
-    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Option<Taken>> {
-        load_taken::<_, NaiveTaken>(self, stmt)
+    fn taken(&mut self, stmt: Bound<'_>) -> QueryResult<Vec<Taken>> {
+        load_rows::<_, NaiveTaken, _>(self, stmt)
     }
 
     fn flag(&mut self, stmt: Bound<'_>) -> QueryResult<bool> {

@@ -13,9 +13,7 @@ use super::stmt::{Slot, Sql};
 use crate::backend::table::{literal, TableName, FENCE_ROW};
 use crate::database_url::Backend;
 
-/// What an acquisition reads back of the row it wrote: the rest (name, owner, who and
-/// which process) is what it wrote, and the row's `created_at` is the database clock
-/// of the statement (see [`Taken`](super::Taken)).
+/// The columns of a [`Taken`](super::Taken), what an acquisition reads back.
 pub(crate) const TAKEN_COLUMNS: &str = " fence, locked_until, created_at";
 
 /// The SQL pieces in which the backends differ.
