@@ -7,9 +7,13 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-/// The built example `name`. `cargo build --example` is asked for it (a no-op when
-/// `cargo test` has just built the examples), so the binary is never stale, and its
-/// path is read from cargo's own report.
+/// The built example `name`. `cargo build --workspace --tests --example` is asked for
+/// it, so the binary is never stale, and its path is read from cargo's own report.
+/// After `cargo test --workspace` that is a no-op: asking for the test targets too,
+/// cargo resolves features as that build did (the proc-macros' dev-dependencies
+/// included) and finds everything built. Without `--workspace --tests` it compiled 60 crates again
+/// (every proc-macro and build script). Run alone (`cargo test --test examples`), the
+/// first call builds the workspace's tests too.
 fn example(name: &str) -> PathBuf {
     static BUILD: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _one_at_a_time = BUILD.get_or_init(Default::default).lock().unwrap();
@@ -17,6 +21,8 @@ fn example(name: &str) -> PathBuf {
     let mut command = Command::new(cargo);
     command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
         "build",
+        "--workspace",
+        "--tests",
         "--quiet",
         "--message-format=json",
         "--example",
