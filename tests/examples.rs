@@ -11,9 +11,9 @@ use std::sync::OnceLock;
 /// it, so the binary is never stale, and its path is read from cargo's own report.
 /// After `cargo test --workspace` that is a no-op: asking for the test targets too,
 /// cargo resolves features as that build did (the proc-macros' dev-dependencies
-/// included) and finds everything built. Without `--workspace --tests` it compiled 60 crates again
-/// (every proc-macro and build script). Run alone (`cargo test --test examples`), the
-/// first call builds the workspace's tests too.
+/// included) and finds everything built. Without `--workspace --tests` it compiled 60
+/// crates again (every proc-macro and build script). Run alone (`cargo test --test
+/// examples`), the first call builds the workspace's tests too.
 fn example(name: &str) -> PathBuf {
     static BUILD: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _one_at_a_time = BUILD.get_or_init(Default::default).lock().unwrap();

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 /// The target dir this test was built in (`target/`), where the throwaway app builds
 /// too: the crates it shares with the workspace's build (SQLite's C library, chrono,
 /// url, …) are already there, so only those built with other features are compiled
-/// (20 s instead of 46 s in CI). Cargo holds its lock on the dir only while it builds,
+/// (12 s instead of 46 s in CI). Cargo holds its lock on the dir only while it builds,
 /// not while `cargo test` runs this test.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -8,8 +8,7 @@ async fn refresh(user: String) -> lockmgr::Result<usize> {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     // The future is Send + 'static: it can be spawned.
     let len = tokio::spawn(refresh("ada".to_string())).await.unwrap();

@@ -21,8 +21,7 @@ pub fn bill() -> Result<(), AppError> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     bill().unwrap();
     let _held = lockmgr::get_lock("billing", None).unwrap();

@@ -38,8 +38,7 @@ fn declared(name: &str) -> &'static lockmgr::DeclaredLock {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     ints().unwrap();
     units().unwrap();

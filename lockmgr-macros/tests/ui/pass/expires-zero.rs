@@ -6,8 +6,7 @@ fn migrate() -> lockmgr::Result<bool> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert!(migrate().unwrap(), "expires = 0 never expires");
 }

@@ -17,8 +17,7 @@ fn with_impl_trait(key: impl Display + Copy) -> lockmgr::Result<String> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert_eq!(process("a", &[1, 2, 3]).unwrap(), 3);
     assert_eq!(process(7u8, &["x"]).unwrap(), 1);

@@ -11,8 +11,7 @@ fn run(job: &str) -> lockmgr::Result<bool> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert!(run("hourly").unwrap(), "keep-alive held the lock through the body");
     let again = run("hourly").unwrap_err();

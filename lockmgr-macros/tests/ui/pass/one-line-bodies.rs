@@ -22,8 +22,7 @@ async fn in_async() -> lockmgr::Result<()> { Ok(()) }
 async fn tick() -> lockmgr::Result<Option<u8>> { Ok(Some(1)) }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     unit().unwrap();
     assert_eq!(value().unwrap(), 1);

@@ -7,8 +7,7 @@ fn nightly_report() -> lockmgr::Result<u32> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert_eq!(nightly_report().unwrap(), 7);
     assert!(!lockmgr::is_locked("nightly-report").unwrap());

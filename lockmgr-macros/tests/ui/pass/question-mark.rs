@@ -28,8 +28,7 @@ fn parse(input: &str) -> Result<u32, Error> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert!(matches!(parse("x"), Err(Error::Parse(_))));
     assert_eq!(parse("0").unwrap(), 1);

@@ -12,8 +12,7 @@ fn job(name: &str, lock: u32, store: &LockStore, guard: bool) -> lockmgr::Result
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     assert_eq!(job("a", 1, &store, true).unwrap(), "a1true true true 6 mine");
     assert!(!store.is_locked("job:a/1").unwrap());
 }

@@ -31,8 +31,7 @@ fn skipper() -> MyResult<Option<u32>> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     job().unwrap();
     assert_eq!(count(3).unwrap(), 3);

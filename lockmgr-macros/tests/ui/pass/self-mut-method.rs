@@ -14,8 +14,7 @@ impl Counter {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     let mut counter = Counter { store: store.clone(), count: 0 };
     counter.bump().unwrap();
     assert_eq!(counter.bump().unwrap(), 2);

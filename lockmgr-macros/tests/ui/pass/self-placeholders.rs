@@ -39,8 +39,7 @@ impl Pair {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     let mut account = Account { id: 7, region: "eu" };
     assert_eq!(account.sync().unwrap(), "account:eu/7");

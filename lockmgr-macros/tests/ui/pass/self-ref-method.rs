@@ -12,8 +12,7 @@ impl Reports {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     let reports = Reports { store: store.clone() };
     assert!(reports.build(3).unwrap());
 }

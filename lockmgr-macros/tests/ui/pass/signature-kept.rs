@@ -21,8 +21,7 @@ pub fn braces(n: u8) -> std::result::Result<String, Box<dyn std::error::Error + 
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     let n = 3;
     assert_eq!(unsafe { unsafe_job(&n) }.unwrap(), &3);

@@ -6,8 +6,7 @@ fn sync(tenant: &str, account_id: u64) -> lockmgr::Result<bool> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     assert!(sync("acme", 42).unwrap());
 }

@@ -7,8 +7,7 @@ fn send_mail(queue: u8) -> lockmgr::Result<()> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = lockmgr::LockStore::open(&dir.path().join("locks.sqlite3").to_string_lossy()).unwrap();
+    let store = lockmgr::LockStore::open("sqlite::memory:").unwrap();
     lockmgr::set_default_store(store.clone());
     send_mail(1).unwrap();
 }
