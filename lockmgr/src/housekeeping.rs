@@ -124,12 +124,15 @@ mod tests {
 
     #[test]
     fn a_clean_is_due_once_per_interval() {
-        let cleaner = Cleaner::new(Some(Duration::from_millis(200)));
+        let cleaner = Cleaner::new(Some(Duration::from_secs(3600)));
         assert!(cleaner.due(), "the first acquisition starts one");
         cleaner.running.store(false, Ordering::Release);
         assert!(!cleaner.due(), "not again within the interval");
-        std::thread::sleep(Duration::from_millis(250));
+        let cleaner = Cleaner::new(Some(Duration::from_millis(200)));
         assert!(cleaner.due());
+        cleaner.running.store(false, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(cleaner.due(), "again once the interval is over");
         assert!(!Cleaner::new(None).due(), "never when turned off");
     }
 
@@ -153,7 +156,9 @@ mod tests {
             })
             .unwrap();
         let drift = (now - Utc::now() - ahead).num_milliseconds().abs();
-        assert!(drift < 100, "{drift} ms");
+        // Off by the time between the read and the look at the clock here: small,
+        // but this thread may be descheduled in between on a loaded machine.
+        assert!(drift < 1000, "{drift} ms");
         clock.now(|| panic!("measured again")).unwrap();
         assert_eq!(reads, 1);
     }

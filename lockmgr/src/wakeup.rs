@@ -288,8 +288,10 @@ mod tests {
             "its own waiter woke"
         );
         std::thread::sleep(Duration::from_millis(100));
+        // One (its own waiter), or none if that one had not blocked yet: a loaded
+        // machine may not have run it that far in 100 ms.
         let woken = board.wake_ups.load(Ordering::SeqCst) - before;
-        assert_eq!(woken, 1, "others woke too");
+        assert!(woken <= 1, "others woke too: {woken} wake-ups");
         assert!(waiters.all(|w| !w.join().unwrap()), "others saw a release");
     }
 

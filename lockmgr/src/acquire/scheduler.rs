@@ -270,14 +270,16 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
 
-    /// Counts its runs; each run blocks for `block`; runs `every` so often.
+    /// Counts its runs; each run blocks for `block` (and, if gated, until the gate
+    /// opens); runs `every` so often.
     struct Counter {
         runs: AtomicUsize,
         block: Duration,
+        gate: Option<Arc<AtomicBool>>,
         every: Duration,
     }
 
@@ -286,6 +288,17 @@ mod tests {
             Arc::new(Counter {
                 runs: AtomicUsize::new(0),
                 block,
+                gate: None,
+                every,
+            })
+        }
+
+        /// A job whose runs hang until `gate` is set.
+        fn gated(gate: &Arc<AtomicBool>, every: Duration) -> Arc<Counter> {
+            Arc::new(Counter {
+                runs: AtomicUsize::new(0),
+                block: Duration::ZERO,
+                gate: Some(Arc::clone(gate)),
                 every,
             })
         }
@@ -299,6 +312,13 @@ mod tests {
         fn run(&self) -> Option<Instant> {
             self.runs.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.block);
+            while self
+                .gate
+                .as_ref()
+                .is_some_and(|g| !g.load(Ordering::SeqCst))
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             Some(Instant::now() + self.every)
         }
     }
@@ -324,7 +344,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert!(eventually(|| job.runs() >= 3), "not run again");
         scheduler.cancel(id);
-        std::thread::sleep(Duration::from_millis(50)); // a run under way ends
+        std::thread::sleep(Duration::from_millis(500)); // a run under way ends
         let runs = job.runs();
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(job.runs(), runs, "ran after it was cancelled");
@@ -334,10 +354,11 @@ mod tests {
     fn a_hung_group_holds_few_workers_and_delays_no_other_group() {
         let scheduler = Scheduler::new();
         let now = Instant::now();
-        // Ten jobs of a database that hangs for a long time.
+        // Ten jobs of a database that hangs until the test lets it go on.
+        let gate = Arc::new(AtomicBool::new(false));
         let hung: Vec<_> = (0..10)
             .map(|_| {
-                let job = Counter::new(Duration::from_secs(3), Duration::from_secs(60));
+                let job = Counter::gated(&gate, Duration::from_secs(60));
                 scheduler.schedule(job.clone(), 1, now);
                 job
             })
@@ -353,6 +374,7 @@ mod tests {
         let (timer, workers) = scheduler.threads();
         assert!(timer && workers <= PER_GROUP + 1, "{workers} workers");
         // The hung group's other jobs get their turn as the first ones return.
+        gate.store(true, Ordering::SeqCst);
         assert!(eventually(|| hung.iter().all(|j| j.runs() == 1)));
     }
 
