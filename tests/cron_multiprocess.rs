@@ -44,8 +44,10 @@ fn every_fired_tick_runs_exactly_once(db: &TestDb) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    // The first tick at least 2 s away, so every worker is up by then.
-    let first = (now_ms + 2_000).div_ceil(PERIOD_MS) as i64;
+    // The first tick at least 4 s away, so every worker is up by then even on a
+    // loaded machine (one that fires its first tick over half a period late would
+    // name the next one).
+    let first = (now_ms + 4_000).div_ceil(PERIOD_MS) as i64;
     let args = [
         "cron-tick".to_string(),
         "--url".into(),

@@ -171,29 +171,26 @@ fn a_keepalive_holder_knows_it_lost_before_anyone_takes_over(db: &TestDb) {
         assert!(silenced.elapsed() < LONG, "the lock was never freed");
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The moment another holder has the lock, the guard already says it is lost:
+    // its own deadline, on its own monotonic clock, came first. (Asked of the
+    // guard, not of when the threads below woke up: a woken thread can run late on
+    // a loaded machine, whatever the deadline was.)
+    assert!(
+        guard.is_lost(),
+        "another process took the lock {:?} after the silence, and the guard still trusts it",
+        taken_at - silenced
+    );
     let blocked_lost_at = blocking.join().unwrap().expect("wait_timeout never fired");
     let awaited_lost_at = awaiting
         .join()
         .unwrap()
         .expect("the lost future never completed");
-    assert!(guard.is_lost());
     println!(
         "  after the silence: lost {:?} (wait_timeout), {:?} (lost()); taken over {:?}",
         blocked_lost_at - silenced,
         awaited_lost_at - silenced,
         taken_at - silenced
     );
-    for (how, lost_at) in [
-        ("wait_timeout", blocked_lost_at),
-        ("lost()", awaited_lost_at),
-    ] {
-        assert!(
-            lost_at < taken_at,
-            "{how}: lost {:?} after the silence, but another process took the lock after {:?}",
-            lost_at - silenced,
-            taken_at - silenced
-        );
-    }
     proxy.resume(); // the guard's release then finds the lock is no longer its own
 }
 
@@ -296,7 +293,10 @@ fn release_after_an_idle_session_timeout_leaves_no_row() {
 }
 
 /// A guard whose lock never expires is dropped while the server is down; the server
-/// comes back a second later. The release must get through.
+/// is started again at once (it takes a while to come up). The release must get
+/// through. (The release retries for 10 s from its first failure: a start that began
+/// a second later left too little of that on a loaded machine, where a server start
+/// can take several seconds.)
 fn release_during_a_restart(url: &str, stop: &(dyn Fn() + Sync), restart: &(dyn Fn() + Sync)) {
     let store = LockStore::open(url).unwrap();
     let guard = store
@@ -307,7 +307,7 @@ fn release_during_a_restart(url: &str, stop: &(dyn Fn() + Sync), restart: &(dyn 
     stop();
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(100));
             restart();
         });
         drop(guard); // meets a dead connection, then a server that is not up yet
@@ -347,12 +347,15 @@ fn with_the_server_down_the_lost_signal_fires_by_the_lease_deadline() {
     // (measured from when its answer was read, so a little after the real end).
     let last = guard.current_lock();
     let lease_end = Instant::now() + last.expires_in().unwrap();
-    assert!(guard.lost_signal().wait_timeout(LONG), "never lost");
-    let lost_at = Instant::now();
+    let signal = guard.lost_signal();
+    let waiting = std::thread::spawn(move || signal.wait_timeout(LONG));
+    // By the lease's end the guard says it is lost (its own deadline comes first).
+    std::thread::sleep(lease_end.saturating_duration_since(Instant::now()));
     assert!(
-        lost_at <= lease_end,
-        "lost {:?} after the lease ended",
-        lost_at - lease_end
+        guard.is_lost(),
+        "the lease ended and the guard still trusts it"
     );
+    // And a thread blocked on the signal is woken.
+    assert!(waiting.join().unwrap(), "never lost");
     cluster.restart(); // the guard's release goes through
 }

@@ -115,6 +115,14 @@ fn a_waited_acquisition_logs_its_attempts_and_wait_then_its_release() {
         let store = store.clone();
         let held = held.clone();
         std::thread::spawn(move || {
+            // 300 ms into the wait: counted from the waiter's "waiting" event, not
+            // from this thread's start, which may come before the wait began.
+            assert!(
+                testkit::eventually(Duration::from_secs(20), || events_of(name)
+                    .iter()
+                    .any(|e| e.message == "lockmgr: waiting")),
+                "the waiter never logged that it waits"
+            );
             std::thread::sleep(Duration::from_millis(300));
             store.unlock(&held).unwrap();
         })
@@ -186,14 +194,16 @@ fn giving_up_logs_not_acquired_with_the_holder() {
     let _held = store.get_lock(name, None).unwrap();
     let err = store
         .lock_mgr(name)
-        .wait(Duration::from_millis(150))
+        // Long enough that the first attempt ends inside it on a loaded machine,
+        // so that there is a second one.
+        .wait(Duration::from_millis(600))
         .acquire()
         .unwrap_err();
     assert!(err.is_locked());
     let event = one(name, "lockmgr: not acquired");
     assert_eq!(event.level, Level::DEBUG);
     assert!(event.number("attempts") >= 2, "{event:?}");
-    assert!(event.number("waited_ms") >= 150, "{event:?}");
+    assert!(event.number("waited_ms") >= 600, "{event:?}");
     assert_eq!(event.field("holder"), Some(store.locked_by()));
     // A plain get_lock logs its single try too.
     assert!(store.get_lock(name, None).is_err());

@@ -156,10 +156,15 @@ fn released_when_a_half_run_future_is_dropped(db: &TestDb) {
     let store = worker.store.clone();
     tokio_runtime().block_on(async {
         let mut job = pin!(worker.job(3, Duration::from_secs(60)));
-        // Run it into its long sleep, then give up on it.
-        let timed_out = tokio::time::timeout(Duration::from_millis(200), job.as_mut()).await;
-        assert!(timed_out.is_err(), "the job finished early");
-        assert_eq!(worker.runs.load(Ordering::SeqCst), 1, "the body did start");
+        // Run it into its long sleep (polling it until its body has started:
+        // the acquisition goes through the blocking pool), then give up on it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while worker.runs.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the body never started");
+            let timed_out = tokio::time::timeout(Duration::from_millis(20), job.as_mut()).await;
+            assert!(timed_out.is_err(), "the job finished early");
+        }
+        assert_eq!(worker.runs.load(Ordering::SeqCst), 1, "the body ran once");
         assert!(store.is_locked("job:3").unwrap(), "not held mid-run");
     });
     // The pinned future was dropped with the block: the lock with it. (Its release

@@ -227,6 +227,7 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
     let store = LockStore::open(url).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (marker, counter) = (dir.path().join("held"), dir.path().join("counter"));
+    let done = dir.path().join("done");
     fs::write(&counter, "0").unwrap();
     let children: Vec<_> = (0..4)
         .map(|_| {
@@ -234,16 +235,42 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
                 "loop",
                 url,
                 "restart:job",
-                "7000",
+                path(&done),
                 path(&marker),
                 path(&counter),
             ])
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The outage comes once the children are under way, and they go on until
+    // they have had their turns after it: counted, not timed, so that a slow
+    // start or a slow restart on a loaded machine cannot leave them no time.
+    let count = || -> usize {
+        // A child may be rewriting the file: read again until it parses.
+        (0..1000)
+            .find_map(|_| {
+                let n = fs::read_to_string(&counter).ok()?.trim().parse().ok();
+                if n.is_none() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            })
+            .expect("the counter file never parsed")
+    };
+    assert!(
+        testkit::eventually(Duration::from_secs(60), || count() >= 20),
+        "the children did not get going"
+    );
     stop();
     std::thread::sleep(Duration::from_millis(1000));
     restart();
+    let (restarted, before) = (Instant::now(), count());
+    assert!(
+        testkit::eventually(Duration::from_secs(60), || {
+            restarted.elapsed() >= Duration::from_secs(2) && count() >= before + 100
+        }),
+        "the children did not go on after the restart"
+    );
+    fs::write(&done, "").unwrap();
 
     let mut total = Tally::default();
     for child in children {
@@ -407,14 +434,16 @@ fn child(args: &[String]) {
         }
         "loop" => {
             let (url, name) = (&args[1], &args[2]);
-            let deadline = Instant::now() + Duration::from_millis(args[3].parse().unwrap());
+            // Until told to stop (with a cap, should the parent die).
+            let done = PathBuf::from(&args[3]);
+            let deadline = Instant::now() + Duration::from_secs(180);
             let (marker, counter) = (PathBuf::from(&args[4]), PathBuf::from(&args[5]));
             let store = LockStore::builder(url)
                 .connection_timeout(Duration::from_millis(500))
                 .open()
                 .unwrap();
             let mut tally = Tally::default();
-            while Instant::now() < deadline {
+            while !done.exists() && Instant::now() < deadline {
                 match store.get_lock(name, Some(Duration::from_secs(5))) {
                     Ok(lock) => {
                         tally.won += 1;
