@@ -9,10 +9,10 @@
 //! too. The test reads every process's output: for each tick, four fires and exactly
 //! one run; no call failed. The backends run in parallel (one test each).
 //!
-//! Needs libfaketime (Debian: `libfaketime`); without it the test fails, saying so.
+//! Needs libfaketime (Debian: `libfaketime`): the test kit installs it when it is
+//! missing and the tests run as root; otherwise the test fails, saying so.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,24 +22,9 @@ const WORKER: &str = env!("CARGO_BIN_EXE_lockmgr-test-worker");
 const PERIOD_MS: u64 = 2_000;
 const TICKS: i64 = 30;
 
-/// Debian's libfaketime, the multi-threaded variant.
-fn libfaketime() -> PathBuf {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/faketime/libfaketimeMT.so.1",
-    ];
-    candidates
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("libfaketime is missing (Debian: apt-get install libfaketime); looked in {candidates:?}")
-        })
-}
-
 fn every_fired_tick_runs_exactly_once(db: &TestDb) {
     let _table = db.store(); // the table exists before the workers start
+    let faketime = testkit::packages::libfaketime().unwrap_or_else(|e| panic!("{e}"));
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -66,7 +51,7 @@ fn every_fired_tick_runs_exactly_once(db: &TestDb) {
             .stderr(Stdio::piped());
         if shifted {
             command
-                .env("LD_PRELOAD", libfaketime())
+                .env("LD_PRELOAD", &faketime)
                 .env("FAKETIME", "+0.8")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }

@@ -19,6 +19,9 @@
 //!
 //! [`footprint`] reads this process's thread count and CPU time from `/proc`.
 //!
+//! [`packages`] finds PgBouncer and libfaketime, and installs them from Debian's
+//! packages when they are missing and the tests run as root.
+//!
 //! If a server cannot be started, the tests that need it panic with the reason: a
 //! PostgreSQL or MariaDB test is never silently skipped.
 
@@ -38,6 +41,7 @@ use lockmgr::LockStore;
 pub mod cpu;
 #[cfg(feature = "mysql")]
 mod mysql;
+pub mod packages;
 mod pgbouncer;
 #[cfg(feature = "mysql")]
 pub use mysql::MysqlServer;

@@ -55,7 +55,7 @@ impl PgBouncer {
     /// Start a PgBouncer in front of `cluster`, in `mode`, with at most `pool_size`
     /// server connections per database (`default_pool_size`).
     pub fn start(cluster: &PgCluster, mode: PoolMode, pool_size: u32) -> Result<PgBouncer, String> {
-        let program = pgbouncer_program()?;
+        let program = crate::packages::pgbouncer()?;
         let dir = tempfile::Builder::new()
             .prefix("lockmgr-pgbouncer-")
             .tempdir()
@@ -168,21 +168,6 @@ impl Drop for PgBouncer {
         kill(self.pid);
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-/// `pgbouncer` on PATH, else where Debian installs it.
-fn pgbouncer_program() -> Result<PathBuf, String> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("pgbouncer"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "`pgbouncer` was not found on PATH nor in /usr/sbin: install PgBouncer (Debian: pgbouncer)"
-                .to_string()
-        })
 }
 
 fn wait_until_listening(port: u16, pidfile: &Path) -> bool {
