@@ -45,12 +45,25 @@ mod tests {
 
     #[test]
     fn counts_threads_and_cpu() {
+        // Sixteen more threads show up, whatever the other tests of this binary do
+        // meanwhile (their threads may end between the two counts: a few at most).
         let before = thread_count();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || rx.recv());
-        assert!(thread_count() > before);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let rx = std::sync::Arc::clone(&rx);
+                std::thread::spawn(move || {
+                    let _ = rx.lock().map(|rx| rx.recv());
+                })
+            })
+            .collect();
+        let during = thread_count();
+        assert!(during > before + 8, "{before} threads, then {during}");
         drop(tx);
-        let _ = thread.join();
+        for thread in threads {
+            thread.join().unwrap();
+        }
         // Spinning uses CPU: 100 ms of it show up (however busy the machine is).
         let start = cpu_time();
         let deadline = Instant::now() + Duration::from_secs(30);
