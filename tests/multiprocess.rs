@@ -245,16 +245,11 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
     // they have had their turns after it: counted, not timed, so that a slow
     // start or a slow restart on a loaded machine cannot leave them no time.
     let count = || -> usize {
-        // A child may be rewriting the file: read again until it parses.
-        (0..1000)
-            .find_map(|_| {
-                let n = fs::read_to_string(&counter).ok()?.trim().parse().ok();
-                if n.is_none() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                n
-            })
-            .expect("the counter file never parsed")
+        fs::read_to_string(&counter)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     };
     assert!(
         testkit::eventually(Duration::from_secs(60), || count() >= 20),
@@ -287,12 +282,7 @@ fn restart_under_load(url: &str, stop: &dyn Fn(), restart: &dyn Fn()) {
     println!("  {total:?}");
     assert_eq!(total.overlap, 0, "two processes held the lock at once");
     assert!(total.other > 0, "the outage went unnoticed: {total:?}");
-    let counted: usize = fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(counted, total.won);
+    assert_eq!(count(), total.won);
     // A release cut off by the outage leaves its row until it expires (5 s), no longer.
     assert!(
         testkit::eventually(Duration::from_secs(10), || !store
@@ -397,7 +387,11 @@ fn critical_section(marker: &Path, counter: &Path, tally: &mut Tally) {
     }
     let n: usize = fs::read_to_string(counter).unwrap().trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(2));
-    fs::write(counter, (n + 1).to_string()).unwrap();
+    // Written aside and renamed into place: whoever reads it (the parent, while the
+    // children run) sees one whole number or the other, never a file half written.
+    let next = counter.with_extension("next");
+    fs::write(&next, (n + 1).to_string()).unwrap();
+    fs::rename(&next, counter).unwrap();
     let _ = fs::remove_file(marker);
 }
 

@@ -376,28 +376,7 @@ fn a_table_has_its_own_release_channel() {
     );
     assert!(holder.unlock(&held).unwrap());
     assert!(waiting.join().unwrap().unwrap() > held.fence);
-    // The server delivers a notification to each listening session on its
-    // own: the waiter can be through (woken by its own listener) before the
-    // outside session has it. Read until it comes, then once more after a
-    // pause, so that a second notification for the one release would show.
-    let mut notes: Vec<(String, String)> = Vec::new();
-    let mut drain = |notes: &mut Vec<(String, String)>| {
-        notes.extend(
-            outside
-                .notifications_iter()
-                .map(|n| n.unwrap())
-                .map(|n| (n.channel, n.payload)),
-        );
-    };
-    assert!(
-        testkit::eventually(Duration::from_secs(20), || {
-            drain(&mut notes);
-            !notes.is_empty()
-        }),
-        "the release sent no notification on the table's channel"
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    drain(&mut notes);
+    let notes = testkit::awaited_notifications(&mut outside);
     assert_eq!(
         notes,
         [("notified_locks_release".to_string(), "x".to_string())]

@@ -48,19 +48,19 @@ mod tests {
         // Sixteen more threads show up, whatever the other tests of this binary do
         // meanwhile (their threads may end between the two counts: a few at most).
         let before = thread_count();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        // Each thread stays until all sixteen and this one meet at the barrier.
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(17));
         let threads: Vec<_> = (0..16)
             .map(|_| {
-                let rx = std::sync::Arc::clone(&rx);
+                let barrier = std::sync::Arc::clone(&barrier);
                 std::thread::spawn(move || {
-                    let _ = rx.lock().map(|rx| rx.recv());
+                    barrier.wait();
                 })
             })
             .collect();
         let during = thread_count();
         assert!(during > before + 8, "{before} threads, then {during}");
-        drop(tx);
+        barrier.wait();
         for thread in threads {
             thread.join().unwrap();
         }

@@ -319,7 +319,7 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
@@ -510,6 +510,30 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
+}
+
+/// The notifications a `LISTEN`ing session gets for one event, as (channel,
+/// payload): waits up to 20 s for the first (the server delivers a notification to
+/// each listening session on its own, so another session may have acted on it
+/// already), then reads once more after 200 ms, so that a second one shows too.
+/// Empty if none came.
+pub fn awaited_notifications(conn: &mut PgConnection) -> Vec<(String, String)> {
+    let mut notes = Vec::new();
+    let mut drain = |notes: &mut Vec<(String, String)>| {
+        notes.extend(
+            conn.notifications_iter()
+                .map(|n| n.expect("reading notifications"))
+                .map(|n| (n.channel, n.payload)),
+        );
+    };
+    if eventually(Duration::from_secs(20), || {
+        drain(&mut notes);
+        !notes.is_empty()
+    }) {
+        std::thread::sleep(Duration::from_millis(200));
+        drain(&mut notes);
+    }
+    notes
 }
 
 /// Poll `check` until it holds or `timeout` passes; whether it held.

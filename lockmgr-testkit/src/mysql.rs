@@ -208,22 +208,14 @@ fn install_db(base: &Path, data: &Path) -> Result<(), String> {
     }
 }
 
-/// The first of `names` found on PATH or in /usr/sbin, /usr/bin.
+/// The first of `names` found on PATH or where Debian installs it.
 fn mysql_program(names: &[&str]) -> Result<PathBuf, String> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
-    names
-        .iter()
-        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "`{}` was not found on PATH nor in /usr/sbin: install MariaDB (Debian: mariadb-server)",
-                names[0]
-            )
-        })
+    crate::packages::find_program(names).ok_or_else(|| {
+        format!(
+            "`{}` was not found on PATH nor in /usr/sbin: install MariaDB (Debian: mariadb-server)",
+            names[0]
+        )
+    })
 }
 
 /// A detached shell that waits for this process to end, then kills the server and

@@ -19,15 +19,20 @@ pub const NO_INSTALL: &str = "LOCKMGR_TESTKIT_NO_INSTALL";
 /// `pgbouncer`: on PATH, else where Debian installs it; installed if missing (see
 /// the module docs).
 pub fn pgbouncer() -> Result<PathBuf, String> {
-    ensure("pgbouncer", || {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default()
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-            .map(|dir| dir.join("pgbouncer"))
-            .find(|p| p.is_file())
-    })
+    ensure("pgbouncer", || find_program(&["pgbouncer"]))
+}
+
+/// The first of `names` found on PATH or in /usr/sbin, /usr/bin, /usr/local/bin (where
+/// Debian puts server programs that are not on a user's PATH).
+pub(crate) fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from));
+    names
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+        .find(|p| p.is_file())
 }
 
 /// Debian's libfaketime, the multi-threaded variant (for `LD_PRELOAD`); installed if
@@ -70,8 +75,7 @@ fn ensure_with(
     if !install_allowed {
         return Err(format!("{missing}; {NO_INSTALL} is set"));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::is_root() {
         return Err(format!(
             "{missing}; not running as root, so not installed here"
         ));

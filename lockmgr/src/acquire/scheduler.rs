@@ -270,35 +270,39 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::RwLock;
 
     use super::*;
 
-    /// Counts its runs; each run blocks for `block` (and, if gated, until the gate
-    /// opens); runs `every` so often.
+    /// Counts its runs; each run blocks for `block`, and, if gated, until the
+    /// test opens the gate (drops its write guard); runs `every` so often.
     struct Counter {
         runs: AtomicUsize,
         block: Duration,
-        gate: Option<Arc<AtomicBool>>,
+        gate: Option<Arc<RwLock<()>>>,
         every: Duration,
     }
 
     impl Counter {
         fn new(block: Duration, every: Duration) -> Arc<Counter> {
+            Counter::with_gate(block, None, every)
+        }
+
+        /// A job whose runs hang until `gate` is no longer write-locked.
+        fn gated(gate: &Arc<RwLock<()>>, every: Duration) -> Arc<Counter> {
+            Counter::with_gate(Duration::ZERO, Some(Arc::clone(gate)), every)
+        }
+
+        fn with_gate(
+            block: Duration,
+            gate: Option<Arc<RwLock<()>>>,
+            every: Duration,
+        ) -> Arc<Counter> {
             Arc::new(Counter {
                 runs: AtomicUsize::new(0),
                 block,
-                gate: None,
-                every,
-            })
-        }
-
-        /// A job whose runs hang until `gate` is set.
-        fn gated(gate: &Arc<AtomicBool>, every: Duration) -> Arc<Counter> {
-            Arc::new(Counter {
-                runs: AtomicUsize::new(0),
-                block: Duration::ZERO,
-                gate: Some(Arc::clone(gate)),
+                gate,
                 every,
             })
         }
@@ -312,12 +316,8 @@ mod tests {
         fn run(&self) -> Option<Instant> {
             self.runs.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(self.block);
-            while self
-                .gate
-                .as_ref()
-                .is_some_and(|g| !g.load(Ordering::SeqCst))
-            {
-                std::thread::sleep(Duration::from_millis(5));
+            if let Some(gate) = &self.gate {
+                drop(gate.read());
             }
             Some(Instant::now() + self.every)
         }
@@ -355,7 +355,8 @@ mod tests {
         let scheduler = Scheduler::new();
         let now = Instant::now();
         // Ten jobs of a database that hangs until the test lets it go on.
-        let gate = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(RwLock::new(()));
+        let closed = gate.write().unwrap();
         let hung: Vec<_> = (0..10)
             .map(|_| {
                 let job = Counter::gated(&gate, Duration::from_secs(60));
@@ -374,7 +375,7 @@ mod tests {
         let (timer, workers) = scheduler.threads();
         assert!(timer && workers <= PER_GROUP + 1, "{workers} workers");
         // The hung group's other jobs get their turn as the first ones return.
-        gate.store(true, Ordering::SeqCst);
+        drop(closed);
         assert!(eventually(|| hung.iter().all(|j| j.runs() == 1)));
     }
 
