@@ -406,8 +406,14 @@ impl Floor {
             }
             _ => {
                 let mut conn = SqliteConnection::establish(url).unwrap();
-                conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-                    .unwrap();
+                // lockmgr's store on the same file cleans expired rows on a thread of
+                // its own: wait for its write as lockmgr's connections do, instead of
+                // failing with "database is locked".
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 30000;",
+                )
+                .unwrap();
                 conn.batch_execute(ddl).unwrap();
                 Floor::Sqlite(conn)
             }
