@@ -12,17 +12,24 @@
 //! the other party — already waiting — takes it. A hand-off's latency is the other
 //! party's acquire time minus that release time (wall clock of the same machine).
 //!
-//! On PostgreSQL the same turns are also taken without lockmgr, the floor of a hand-off
-//! through a table: two plain connections, the holder deleting its row and notifying in
-//! one statement, the waiter listening and spinning on its notifications (100 µs naps,
-//! faster than any blocking wait) to insert the row again. Both commits are durable:
-//! the floor is two commits (each a WAL flush) plus the notification's trip. It also
-//! runs on a database with `synchronous_commit = off`, where commits do not wait for
-//! the disk, to show the cost of the lock path itself.
+//! On PostgreSQL the same turns are also taken without lockmgr, two floors of a
+//! hand-off through a table, each on two plain connections whose waiter sleeps on its
+//! socket until a notification arrives (as lockmgr's listener does):
+//!
+//! - **two commits**: the holder deletes its row and notifies in one statement, the
+//!   waiter inserts the row again: what lockmgr does, without lockmgr;
+//! - **one commit**: the holder's release writes the waiter in as the row's owner and
+//!   notifies, and the waiter holds the lock the moment the notification arrives,
+//!   with no statement of its own: the least any hand-off through a table can cost
+//!   (a design that grants the lock in the release's transaction could at best reach it).
+//!
+//! Commits are durable (each waits for a WAL flush). Everything also runs on a database
+//! with `synchronous_commit = off`, where commits do not wait for the disk, to show the
+//! cost of the rest of the path.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
@@ -37,7 +44,8 @@ const PAUSE: Duration = Duration::from_millis(50);
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--floor-party") {
-        for event in floor_party(&args[1], HANDOFFS / 2 + 1) {
+        let floor = Floor::parse(&args[2]);
+        for event in floor_party(&args[1], floor, &args[3], HANDOFFS / 2 + 1) {
             println!("{} {}", event.0, event.1);
         }
         return;
@@ -104,8 +112,12 @@ fn main() {
         runs.push(("two processes", two_processes(party_at)));
         if backend.starts_with("postgres") && !backend.contains("PgBouncer") {
             runs.push((
-                "floor: two plain connections",
-                floor_processes(&party_at.url),
+                "floor: two commits",
+                floor_processes(&party_at.url, Floor::TwoCommits),
+            ));
+            runs.push((
+                "floor: one commit",
+                floor_processes(&party_at.url, Floor::OneCommit),
             ));
         }
         for (label, events) in runs {
@@ -113,7 +125,7 @@ fn main() {
             latencies.sort();
             let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
             println!(
-                "| {backend} | {label} | {:.1} ms | {:.1} ms | {:.1} ms | {} |",
+                "| {backend} | {label} | {:.2} ms | {:.2} ms | {:.1} ms | {} |",
                 ms(pick(0.5)),
                 ms(pick(0.9)),
                 ms(*latencies.last().unwrap()),
@@ -194,66 +206,137 @@ fn two_processes(at: &Party) -> Vec<(&'static str, u128)> {
     with_child_events(events, child)
 }
 
-/// The floor's turns between this process and a child process.
-fn floor_processes(url: &str) -> Vec<(&'static str, u128)> {
-    PgConnection::establish(url)
-        .unwrap()
-        .batch_execute("CREATE TABLE IF NOT EXISTS floor_handoff (name TEXT PRIMARY KEY)")
-        .unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .arg("--floor-party")
-        .arg(url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = floor_party(url, HANDOFFS / 2 + 1);
-    with_child_events(events, child)
+/// How a floor's hand-off goes through the table.
+#[derive(Clone, Copy, PartialEq)]
+enum Floor {
+    /// Two commits: the holder deletes its row (and notifies), then the waiter inserts
+    /// its own — what lockmgr does.
+    TwoCommits,
+    /// One commit: the holder's release writes the waiter in as the row's owner (and
+    /// notifies), and the waiter holds the lock the moment the notification arrives,
+    /// with no statement of its own — the least a hand-off through a table can cost.
+    OneCommit,
 }
 
-diesel::table! {
-    floor_handoff (name) {
-        name -> Text,
+impl Floor {
+    fn arg(self) -> &'static str {
+        match self {
+            Floor::TwoCommits => "two-commits",
+            Floor::OneCommit => "one-commit",
+        }
+    }
+
+    fn parse(arg: &str) -> Floor {
+        if arg == "one-commit" {
+            Floor::OneCommit
+        } else {
+            Floor::TwoCommits
+        }
     }
 }
 
-/// One party of the floor: [`party`]'s turns on a plain connection.
-fn floor_party(url: &str, turns: usize) -> Vec<(&'static str, u128)> {
-    use floor_handoff::dsl;
+/// The floor's turns between this process (party "a", first holder) and a child
+/// process (party "b").
+fn floor_processes(url: &str, floor: Floor) -> Vec<(&'static str, u128)> {
+    let mut setup = PgConnection::establish(url).unwrap();
+    setup
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS floor_handoff (name TEXT PRIMARY KEY, owner TEXT NOT NULL); \
+             DELETE FROM floor_handoff",
+        )
+        .unwrap();
+    if floor == Floor::OneCommit {
+        // Party "a" holds first; from then on each release names the other.
+        setup
+            .batch_execute("INSERT INTO floor_handoff VALUES ('x', 'a')")
+            .unwrap();
+    }
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--floor-party", url, floor.arg(), "b"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let events = floor_party(url, floor, "a", HANDOFFS / 2 + 1);
+    with_child_events(events, child)
+}
+
+/// One party of a floor: [`party`]'s turns on a plain connection. It waits as
+/// lockmgr's listener does, asleep on the connection's socket until the server sends
+/// a notification (with a 50 ms safety net).
+fn floor_party(url: &str, floor: Floor, me: &str, turns: usize) -> Vec<(&'static str, u128)> {
+    let other = if me == "a" { "b" } else { "a" };
+    let before = socket_fds();
     let mut conn = PgConnection::establish(url).unwrap();
+    let socket = socket_fds()
+        .into_iter()
+        .find(|fd| !before.contains(fd))
+        .expect("the connection's socket");
     conn.batch_execute("LISTEN floor_handoff").unwrap();
+    let (take, release) = match floor {
+        Floor::TwoCommits => (
+            format!(
+                "INSERT INTO floor_handoff VALUES ('x', '{me}') ON CONFLICT DO NOTHING RETURNING owner"
+            ),
+            format!(
+                "WITH gone AS (DELETE FROM floor_handoff WHERE name = 'x' AND owner = '{me}' RETURNING name) \
+                 SELECT pg_notify('floor_handoff', '{other}') FROM gone"
+            ),
+        ),
+        Floor::OneCommit => (
+            // Mine already (granted before I looked)?
+            format!("SELECT owner FROM floor_handoff WHERE name = 'x' AND owner = '{me}'"),
+            format!(
+                "WITH given AS (UPDATE floor_handoff SET owner = '{other}' WHERE name = 'x' AND owner = '{me}' RETURNING name) \
+                 SELECT pg_notify('floor_handoff', '{other}') FROM given"
+            ),
+        ),
+    };
     let mut events = Vec::new();
     for _ in 0..turns {
-        loop {
-            let taken = diesel::insert_into(dsl::floor_handoff)
-                .values(dsl::name.eq("x"))
-                .on_conflict_do_nothing()
-                .execute(&mut conn)
-                .unwrap();
-            if taken == 1 {
-                break;
-            }
-            // Until a release is announced (or 50 ms passed, a safety net).
-            let since = Instant::now();
-            while since.elapsed() < Duration::from_millis(50) {
-                let notified = conn.notifications_iter().map(Result::unwrap).count() > 0;
-                if notified {
-                    break;
+        // (`execute` counts the rows a SELECT returns, too.)
+        while diesel::sql_query(&take).execute(&mut conn).unwrap() == 0 {
+            let granted = loop {
+                let mut poll = libc::pollfd {
+                    fd: socket,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the duration of the call.
+                let ready = unsafe { libc::poll(&mut poll, 1, 50) };
+                let mut mine = false;
+                for note in conn.notifications_iter() {
+                    mine |= note.unwrap().payload == me;
                 }
-                std::thread::sleep(Duration::from_micros(100));
+                if mine || ready == 0 {
+                    break mine;
+                }
+            };
+            if granted && floor == Floor::OneCommit {
+                break;
             }
         }
         events.push(("acquired", now_ns()));
         std::thread::sleep(HOLD);
         events.push(("released", now_ns()));
-        diesel::sql_query(
-            "WITH gone AS (DELETE FROM floor_handoff WHERE name = 'x' RETURNING name) \
-             SELECT pg_notify('floor_handoff', name) FROM gone",
-        )
-        .execute(&mut conn)
-        .unwrap();
+        diesel::sql_query(&release).execute(&mut conn).unwrap();
         std::thread::sleep(PAUSE);
     }
     events
+}
+
+/// The process's open socket descriptors.
+fn socket_fds() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            target
+                .to_string_lossy()
+                .starts_with("socket:")
+                .then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
 }
 
 /// `events` with those the child printed, once it is done.
