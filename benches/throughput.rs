@@ -409,11 +409,9 @@ impl Floor {
                 // lockmgr's store on the same file cleans expired rows on a thread of
                 // its own: wait for its write as lockmgr's connections do, instead of
                 // failing with "database is locked".
-                conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 30000;",
-                )
-                .unwrap();
+                conn.batch_execute(testkit::SQLITE_BUSY_TIMEOUT).unwrap();
+                conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                    .unwrap();
                 conn.batch_execute(ddl).unwrap();
                 Floor::Sqlite(conn)
             }
@@ -559,9 +557,10 @@ fn fill(backend: Backend, url: &str, from: usize, to: usize) {
             .unwrap()
             .batch_execute(&sql)
             .unwrap(),
-        _ => SqliteConnection::establish(url)
-            .unwrap()
-            .batch_execute(&sql)
-            .unwrap(),
+        _ => {
+            let mut conn = SqliteConnection::establish(url).unwrap();
+            conn.batch_execute(testkit::SQLITE_BUSY_TIMEOUT).unwrap();
+            conn.batch_execute(&sql).unwrap()
+        }
     }
 }

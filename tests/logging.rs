@@ -8,8 +8,6 @@ use std::fmt;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::Connection;
 use testkit::TestDb;
 use tracing::field::{Field, Visit};
 use tracing::Level;
@@ -276,10 +274,7 @@ fn a_failed_release_is_a_warning_with_the_error() {
     let guard = store.lock_mgr(name).acquire().unwrap();
     let fence = guard.fence();
     // The table goes away under the holder: its release cannot work.
-    diesel::SqliteConnection::establish(db.url())
-        .unwrap()
-        .batch_execute("DROP TABLE lockmgr_lock")
-        .unwrap();
+    db.execute("DROP TABLE lockmgr_lock");
     drop(guard);
     let failed = one(name, "lockmgr: release failed");
     assert_eq!((failed.level, failed.number("fence")), (Level::WARN, fence));

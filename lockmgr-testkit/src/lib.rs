@@ -550,6 +550,11 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// What a plain SQLite connection beside a lockmgr store runs first: lockmgr's own
+/// busy timeout (30 s), so a write of the store's (its background clean, on a thread
+/// of its own) is waited for instead of failing with "database is locked".
+pub const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 30000";
+
 impl TestDb {
     /// Run SQL statements on this database on a connection of its own, outside
     /// lockmgr (a table made by hand, a row another program writes).
@@ -562,12 +567,40 @@ impl TestDb {
             lockmgr::Backend::Mysql => {
                 diesel::MysqlConnection::establish(&self.url).map(|mut c| c.batch_execute(sql))
             }
-            _ => diesel::SqliteConnection::establish(&self.url).map(|mut c| c.batch_execute(sql)),
+            // A store open on the file may be writing (its background clean runs on
+            // a thread of its own): wait for it as lockmgr's connections do, instead
+            // of failing at once with "database is locked".
+            _ => diesel::SqliteConnection::establish(&self.url).map(|mut c| {
+                c.batch_execute(SQLITE_BUSY_TIMEOUT)
+                    .and_then(|()| c.batch_execute(sql))
+            }),
         };
         match done {
             Ok(Ok(())) => {}
             Ok(Err(err)) => panic!("{sql}: {err}"),
             Err(err) => panic!("connecting to {}: {err}", self.url),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `execute` beside another writer of the same SQLite file waits for it: before
+    /// it set a busy timeout it failed at once with "database is locked" (seen in CI,
+    /// beside a store's background clean).
+    #[test]
+    fn sqlite_execute_waits_for_another_writer() {
+        let db = TestDb::sqlite();
+        db.execute("CREATE TABLE t (x INTEGER)");
+        let mut writer = diesel::SqliteConnection::establish(db.url()).unwrap();
+        writer.batch_execute("BEGIN IMMEDIATE").unwrap();
+        let commit = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            writer.batch_execute("COMMIT").unwrap();
+        });
+        db.execute("INSERT INTO t VALUES (1)");
+        commit.join().unwrap();
     }
 }
