@@ -405,11 +405,8 @@ impl Floor {
                 Floor::Mysql(conn)
             }
             _ => {
-                let mut conn = SqliteConnection::establish(url).unwrap();
-                // lockmgr's store on the same file cleans expired rows on a thread of
-                // its own: wait for its write as lockmgr's connections do, instead of
-                // failing with "database is locked".
-                conn.batch_execute(testkit::SQLITE_BUSY_TIMEOUT).unwrap();
+                // lockmgr's store on the same file writes too (its background clean).
+                let mut conn = testkit::sqlite_connection(url);
                 conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
                     .unwrap();
                 conn.batch_execute(ddl).unwrap();
@@ -557,10 +554,6 @@ fn fill(backend: Backend, url: &str, from: usize, to: usize) {
             .unwrap()
             .batch_execute(&sql)
             .unwrap(),
-        _ => {
-            let mut conn = SqliteConnection::establish(url).unwrap();
-            conn.batch_execute(testkit::SQLITE_BUSY_TIMEOUT).unwrap();
-            conn.batch_execute(&sql).unwrap()
-        }
+        _ => testkit::sqlite_connection(url).batch_execute(&sql).unwrap(),
     }
 }

@@ -75,17 +75,9 @@ fn raw(db: &TestDb) -> Box<dyn Raw> {
         Backend::Postgres => Box::new(PgConnection::establish(db.url()).unwrap()),
         #[cfg(feature = "mysql")]
         Backend::Mysql => Box::new(diesel::MysqlConnection::establish(db.url()).unwrap()),
-        _ => {
-            let mut conn = SqliteConnection::establish(db.url()).unwrap();
-            // The stores of a test write the same file at the same time (a background
-            // clean of expired locks, say): wait for the write lock, as they do.
-            diesel::connection::SimpleConnection::batch_execute(
-                &mut conn,
-                "PRAGMA busy_timeout = 10000",
-            )
-            .unwrap();
-            Box::new(conn)
-        }
+        // The stores of a test write the same file at the same time (a background
+        // clean of expired locks, say): this connection waits for them.
+        _ => Box::new(testkit::sqlite_connection(db.url())),
     }
 }
 

@@ -550,10 +550,17 @@ pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// What a plain SQLite connection beside a lockmgr store runs first: lockmgr's own
-/// busy timeout (30 s), so a write of the store's (its background clean, on a thread
-/// of its own) is waited for instead of failing with "database is locked".
-pub const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 30000";
+/// A plain SQLite connection to the file at `path`, to use beside lockmgr's stores:
+/// with lockmgr's own busy timeout (30 s), so that a write of a store's (its
+/// background clean runs on a thread of its own) is waited for instead of failing at
+/// once with "database is locked". Panics if the file cannot be opened.
+pub fn sqlite_connection(path: &str) -> diesel::SqliteConnection {
+    let mut conn = diesel::SqliteConnection::establish(path)
+        .unwrap_or_else(|err| panic!("connecting to {path}: {err}"));
+    conn.batch_execute("PRAGMA busy_timeout = 30000")
+        .unwrap_or_else(|err| panic!("setting a busy timeout on {path}: {err}"));
+    conn
+}
 
 impl TestDb {
     /// Run SQL statements on this database on a connection of its own, outside
@@ -567,13 +574,8 @@ impl TestDb {
             lockmgr::Backend::Mysql => {
                 diesel::MysqlConnection::establish(&self.url).map(|mut c| c.batch_execute(sql))
             }
-            // A store open on the file may be writing (its background clean runs on
-            // a thread of its own): wait for it as lockmgr's connections do, instead
-            // of failing at once with "database is locked".
-            _ => diesel::SqliteConnection::establish(&self.url).map(|mut c| {
-                c.batch_execute(SQLITE_BUSY_TIMEOUT)
-                    .and_then(|()| c.batch_execute(sql))
-            }),
+            // A store open on the file may be writing: wait for it.
+            _ => Ok(sqlite_connection(&self.url).batch_execute(sql)),
         };
         match done {
             Ok(Ok(())) => {}
