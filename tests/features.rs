@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 /// too: the crates it shares with the workspace's build (SQLite's C library, chrono,
 /// url, …) are already there, so only those built with other features are compiled
 /// (12 s instead of 46 s in CI). Cargo holds its lock on the dir only while it builds,
-/// not while `cargo test` runs this test.
+/// not while `cargo test` runs this test. (It builds with the workspace's
+/// `.cargo/config.toml` too, whose debug-info settings are part of what makes a
+/// compiled crate the same one.)
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
@@ -17,7 +19,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn cargo(dir: &Path, args: &[&str]) -> Output {
+    let workspace_config = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cargo/config.toml");
     let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .arg("--config")
+        .arg(workspace_config)
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir())
