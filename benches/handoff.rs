@@ -219,6 +219,7 @@ enum Floor {
 }
 
 impl Floor {
+    /// Its name on the child process's command line.
     fn arg(self) -> &'static str {
         match self {
             Floor::TwoCommits => "two-commits",
@@ -226,12 +227,12 @@ impl Floor {
         }
     }
 
+    /// The floor whose [`arg`](Floor::arg) this is.
     fn parse(arg: &str) -> Floor {
-        if arg == "one-commit" {
-            Floor::OneCommit
-        } else {
-            Floor::TwoCommits
-        }
+        [Floor::TwoCommits, Floor::OneCommit]
+            .into_iter()
+            .find(|floor| floor.arg() == arg)
+            .unwrap_or_else(|| panic!("no floor is called {arg:?}"))
     }
 }
 
